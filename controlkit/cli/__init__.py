@@ -1,0 +1,85 @@
+"""The ``controlkit`` command line: a thin layer that only registers commands.
+
+Each command lives in its own module (``controlkit/cli/<name>.py``) that defines a
+:func:`click.command` named ``command``.  Modules are imported only when their command
+runs, so ``controlkit --help`` is fast and a command's heavy dependencies (vLLM, Ray) load
+only for that command.
+
+Exit codes: 0 success, 1 a domain error (bad telemetry, infeasible spec, failed
+certificate), 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from identification.errors import ControlkitError
+
+__all__ = ["COMMANDS", "main"]
+
+#: command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "identify": ("controlkit.cli.identify", "Fit latency, memory and workload models from telemetry."),
+    "simulate": ("controlkit.cli.simulate", "Run a policy on a plant and a workload in the closed-loop simulator."),
+    "bench": ("controlkit.cli.bench", "Run every policy on plants x workloads x rates; write docs/benchmarks.md."),
+    "design": ("controlkit.cli.design", "Design a certified batch-size controller from a model file."),
+    "certify": ("controlkit.cli.certify", "Re-check a policy file's certificate against a model file."),
+    "export": ("controlkit.cli.export", "Export a policy as a static vLLM config (args or YAML)."),
+    "scrape": ("controlkit.cli.scrape", "Record a running engine's /metrics into a CSV that identify reads."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module = importlib.import_module(entry[0])
+        cmd = module.command
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup)
+@click.version_option(package_name="controlkit")
+def cli() -> None:
+    """controlkit: identify batch-latency plants, design certified controllers, deploy them to vLLM."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``controlkit`` script; returns the exit code.
+
+    Domain errors (:class:`ControlkitError`) print one clear line and exit 1; nothing
+    reaches the user as a traceback.
+    """
+    try:
+        cli.main(args=argv, prog_name="controlkit", standalone_mode=False)
+    except ControlkitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The policy file (``controlkit.policy/1``): one JSON document that drives every runtime.
+
+The same file drives the vLLM hook, the simulator, the exporter and any other scheduler.
+It holds the policy ``kind`` and its ``params``, the actuator ``limits`` (bounds and rate
+limit), the ``slos`` it was designed for, the ``sample_period_s``, and the ``certificate``
+(claims, assumptions, numbers), or ``null`` for kinds that carry none (research baselines).
+
+Example
+-------
+>>> pf = PolicyFile(kind="static", params={"max_num_seqs": 64})
+>>> PolicyFile.from_dict(pf.to_dict()) == pf
+True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from identification.errors import PolicyError
+
+__all__ = ["POLICY_SCHEMA", "PolicyFile", "load_policy_file"]
+
+POLICY_SCHEMA = "controlkit.policy/1"
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    """A parsed ``controlkit.policy/1`` document.
+
+    Parameters
+    ----------
+    kind
+        Registered policy kind, e.g. ``"static"``, ``"pid"``, ``"pang-a2"``.
+    params
+        Kind-specific parameters (JSON-serialisable).
+    limits
+        Actuator limits: ``b_min``, ``b_max`` (sequences), ``rate_limit`` (sequences per
+        decision), ``max_batched_tokens`` and so on.
+    slos
+        SLOs the policy was designed for, e.g. ``{"tpot_s": 0.05, "ttft_s": 2.0}``.
+    sample_period_s
+        The decision period the design assumed (seconds; > 0).
+    certificate
+        The certificate as a JSON mapping, or ``None`` for kinds that carry none.
+    uncertified
+        True when written with ``--allow-uncertified`` despite a failing claim.
+    meta
+        Free-form provenance (model file, tool version, time written).
+    """
+
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    limits: Mapping[str, Any] = field(default_factory=dict)
+    slos: Mapping[str, float] = field(default_factory=dict)
+    sample_period_s: float = 0.02
+    certificate: Mapping[str, Any] | None = None
+    uncertified: bool = False
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not self.kind:
+            raise PolicyError(f"policy 'kind' must be a non-empty string, got {self.kind!r}")
+        if not (isinstance(self.sample_period_s, (int, float)) and math.isfinite(self.sample_period_s)):
+            raise PolicyError(f"'sample_period_s' must be a finite number, got {self.sample_period_s!r}")
+        if self.sample_period_s <= 0:
+            raise PolicyError(f"'sample_period_s' must be > 0 seconds, got {self.sample_period_s}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON document (with its ``schema`` tag)."""
+        return {
+            "schema": POLICY_SCHEMA,
+            "kind": self.kind,
+            "params": dict(self.params),
+            "limits": dict(self.limits),
+            "slos": dict(self.slos),
+            "sample_period_s": self.sample_period_s,
+            "certificate": None if self.certificate is None else dict(self.certificate),
+            "uncertified": self.uncertified,
+            "meta": dict(self.meta),
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the policy file as indented JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], *, source: str = "<memory>") -> PolicyFile:
+        """Parse and check a policy document; errors name the source and the field."""
+        if not isinstance(doc, Mapping):
+            raise PolicyError(f"{source}: a policy file must hold a JSON object, got {type(doc).__name__}")
+        schema = doc.get("schema")
+        if schema != POLICY_SCHEMA:
+            raise PolicyError(f"{source}: field 'schema' is {schema!r}, expected {POLICY_SCHEMA!r}")
+        for name in ("params", "limits", "slos", "meta"):
+            if name in doc and not isinstance(doc[name], Mapping):
+                raise PolicyError(f"{source}: field {name!r} must be an object, got {type(doc[name]).__name__}")
+        cert = doc.get("certificate")
+        if cert is not None and not isinstance(cert, Mapping):
+            raise PolicyError(f"{source}: field 'certificate' must be an object or null")
+        try:
+            return cls(
+                kind=doc.get("kind", ""),
+                params=dict(doc.get("params", {})),
+                limits=dict(doc.get("limits", {})),
+                slos=dict(doc.get("slos", {})),
+                sample_period_s=doc.get("sample_period_s", 0.02),
+                certificate=None if cert is None else dict(cert),
+                uncertified=bool(doc.get("uncertified", False)),
+                meta=dict(doc.get("meta", {})),
+            )
+        except PolicyError as exc:
+            raise PolicyError(f"{source}: {exc}") from None
+
+
+def load_policy_file(path: str | Path) -> PolicyFile:
+    """Read a ``controlkit.policy/1`` file; raises :class:`PolicyError` naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise PolicyError(f"{p}: cannot read policy file ({exc.strerror})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PolicyError(f"{p}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    return PolicyFile.from_dict(doc, source=str(p))
