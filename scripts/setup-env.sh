@@ -11,8 +11,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
-stamp="$VENV/.controlkit-setup-$(cat pyproject.toml requirements/*.txt scripts/setup-env.sh | sha1sum | cut -c1-12)-$want_vllm"
-if [ -f "$stamp" ]; then
+hash=$(cat pyproject.toml requirements/*.txt scripts/setup-env.sh | sha1sum | cut -c1-12)
+stamp="$VENV/.controlkit-setup-$hash-$want_vllm"
+# A full install (with vLLM) also satisfies --no-vllm.
+if [ -f "$stamp" ] || [ -f "$VENV/.controlkit-setup-$hash-1" ]; then
   echo "setup-env: $VENV is up to date"
   exit 0
 fi
