@@ -23,6 +23,7 @@ from identification.errors import (
     UncertifiedError,
 )
 from identification.records import RequestRecord, SkippedRow, SourceInfo, StepRecord, Telemetry
+from identification.telemetry import read_requests, read_telemetry, read_trace
 
 __all__ = [
     "ControlkitError",
@@ -40,6 +41,9 @@ __all__ = [
     "Telemetry",
     "TelemetryError",
     "UncertifiedError",
+    "read_requests",
+    "read_telemetry",
+    "read_trace",
 ]
 # INTEGRATION NOTE: readers (read_telemetry) and models (identify, PlantModel, load_model,
 # LatencyModel, MemoryModel, WorkloadModel) are added to this module as they land.

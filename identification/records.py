@@ -185,6 +185,9 @@ class Telemetry:
         Rows skipped under ``skip_bad_rows=True`` (never silently).
     meta
         Engine, GPU and model names where a source says them.
+    runs
+        Per-run facts from a run index file (one row per run: its key columns, ``run``,
+        ``num_gpu_blocks``, measured benchmark results such as ``median_tpot_ms``); empty if none.
     """
 
     steps: pd.DataFrame = field(default_factory=lambda: _empty((*STEP_COLUMNS, RUN_COLUMN)))
@@ -193,6 +196,7 @@ class Telemetry:
     sources: tuple[SourceInfo, ...] = ()
     skipped: tuple[SkippedRow, ...] = ()
     meta: Mapping[str, str] = field(default_factory=dict)
+    runs: pd.DataFrame = field(default_factory=lambda: _empty((RUN_COLUMN,)))
 
     @property
     def is_empty(self) -> bool:
