@@ -192,6 +192,14 @@ def _assemble_samples(acc: _Acc) -> tuple[pd.DataFrame, pd.DataFrame]:
     return samples_all, runs
 
 
+def _natural(text: str) -> tuple[int, float, str]:
+    """Sort key: numbers by value first, then other text."""
+    try:
+        return (0, float(text), text)
+    except ValueError:
+        return (1, 0.0, text)
+
+
 def _select(frames: dict[str, pd.DataFrame], where: dict[str, str]) -> dict[str, pd.DataFrame]:
     for column, value in where.items():
         holders = [k for k, f in frames.items() if column in f.columns and len(f)]
@@ -205,11 +213,9 @@ def _select(frames: dict[str, pd.DataFrame], where: dict[str, str]) -> dict[str,
         before = {k: frames[k] for k in holders}
         for k in holders:
             f = frames[k]
-            frames[k] = f.loc[(normalise_series(f[column]) == value).to_numpy()].reset_index(
-                drop=True
-            )
+            frames[k] = f.loc[(normalise_series(f[column]) == value).to_numpy()].reset_index(drop=True)
         if all(len(frames[k]) == 0 for k in holders):
-            values = sorted({v for f in before.values() for v in normalise_series(f[column])})
+            values = sorted({v for f in before.values() for v in normalise_series(f[column])}, key=_natural)
             shown = values if len(values) <= 40 else [*values[:40], "..."]
             raise TelemetryError(
                 f"selection {column}={value} matches no rows; available values: {shown}", field=column

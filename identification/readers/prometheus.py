@@ -13,9 +13,11 @@ Values
 ------
 Each sample name becomes a column: counters as ``<name>_total``, histogram ``_sum``/``_count``
 (buckets and ``_created`` are dropped), gauges as they are.  Label sets of the same sample name
-are **summed** (e.g. several engines), except those a ``where`` clause excludes: a clause naming
-a label keeps only the label sets with that value, and the selected value is added as a column.
-``vllm:cache_config_info`` gives ``num_gpu_blocks`` and ``block_size`` from its labels.
+are **summed** (e.g. several engines; the KV usage fraction is averaged instead), except those
+a ``where`` clause excludes: a clause naming a label keeps only the label sets with that value,
+and the selected value is added as a column.
+``vllm:cache_config_info`` gives ``num_gpu_blocks`` (summed over engines) and ``block_size``
+(the largest) from its labels.
 The frame produced here goes through the sampled-metrics reader for names, checks and runs.
 """
 
@@ -29,13 +31,17 @@ import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
 from identification.errors import TelemetryError
-from identification.readers.common import LINE, normalise_value
+from identification.readers.common import LINE, canonical_metric_name, normalise_value
 
 __all__ = ["read_prometheus_text", "split_scrapes"]
 
 _TIME_COMMENT = re.compile(r"^#\s*time_s\s*=\s*(\S+)\s*$")
 _META_LINE = re.compile(r"^#\s*(HELP|TYPE)\s+(\S+)")
 _INFO_LABELS = ("num_gpu_blocks", "block_size")
+
+
+def _add(a: float, b: float) -> float:
+    return a + b
 
 
 def split_scrapes(text: str, path: str) -> list[tuple[int, float | None, str]]:
@@ -93,6 +99,7 @@ def read_prometheus_text(text: str, path: str, where: dict[str, str] | None = No
     selected: dict[str, str] = {}
     for start, time_s, block in split_scrapes(text, path):
         row: dict[str, float] = {}
+        fractions: dict[str, list[float]] = {}
         latest: float | None = None
         try:
             families = list(text_string_to_metric_families(block))
@@ -119,7 +126,9 @@ def read_prometheus_text(text: str, path: str, where: dict[str, str] | None = No
                     for key in _INFO_LABELS:
                         if key in labels:
                             try:
-                                row[key] = row.get(key, 0.0) + float(labels[key])
+                                value = float(labels[key])
+                                # capacity adds up over engines; the block size is shared
+                                row[key] = (max if key == "block_size" else _add)(row.get(key, 0.0), value)
                             except ValueError:
                                 raise TelemetryError(
                                     f"label {key}={labels[key]!r} is not a number",
@@ -128,7 +137,11 @@ def read_prometheus_text(text: str, path: str, where: dict[str, str] | None = No
                                     field=key,
                                 ) from None
                     continue
-                row[name] = row.get(name, 0.0) + float(sample.value)
+                if canonical_metric_name(name) == "kv_cache_usage_perc":
+                    fractions.setdefault(name, []).append(float(sample.value))
+                else:
+                    row[name] = row.get(name, 0.0) + float(sample.value)
+        row.update({name: float(np.mean(values)) for name, values in fractions.items()})
         rows.append(row)
         stamps.append(time_s if time_s is not None else latest)
         explicit.append(time_s is not None)
@@ -150,7 +163,7 @@ def read_prometheus_text(text: str, path: str, where: dict[str, str] | None = No
             line=lines[missing],
             field="time_s",
         )
-    for key, value in selected.items():
-        frame[key] = value
+    for key, label in selected.items():
+        frame[key] = label
     frame[LINE] = np.asarray(lines, dtype=np.int64)
     return frame
