@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,36 @@ def test_bca_advisor_counter_resets_become_segments(shared_data: Path) -> None:
     d_gen = s.groupby(["run", SEGMENT_COLUMN])["generation_tokens_total"].diff().dropna()
     assert (d_gen >= 0).all()
     assert np.isfinite(s["num_gpu_blocks"]).all()
+
+
+BAD_CELLS = {"x": "unparsable number", "": "missing value", "-3": "below 0", "inf": "non-finite"}
+
+
+@given(
+    n=st.integers(min_value=1, max_value=40),
+    bad=st.dictionaries(
+        st.integers(min_value=0, max_value=39), st.sampled_from(sorted(BAD_CELLS)), max_size=10
+    ),
+)
+def test_skip_bad_rows_skips_exactly_the_bad_rows_and_reports_their_lines(
+    n: int, bad: dict[int, str]
+) -> None:
+    bad = {i: v for i, v in bad.items() if i < n}
+    lines = [HEADER.strip()]
+    for i in range(n):
+        running = bad.get(i, str(i % 5))
+        lines.append(f"a,1,{i},{i * 0.1},{running},{10 * i}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.csv"
+        path.write_text("\n".join(lines) + "\n")
+        tel = read_telemetry(path, skip_bad_rows=True)
+        if bad:
+            with pytest.raises(TelemetryError) as info:
+                read_telemetry(path)
+            first = min(bad)
+            assert info.value.line == first + 2 and info.value.field == "num_requests_running"
+            assert BAD_CELLS[bad[first]] in str(info.value)
+    assert len(tel.samples) == n - len(bad)
+    assert [r.line for r in tel.skipped] == sorted(i + 2 for i in bad)
+    assert all(BAD_CELLS[bad[r.line - 2]] in r.reason for r in tel.skipped)
+    assert np.isfinite(tel.samples["num_requests_running"]).all()
