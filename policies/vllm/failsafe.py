@@ -1,0 +1,281 @@
+"""Contain a runtime policy inside an engine: faults, slowness and hot reload.
+
+:class:`PolicyGuard` wraps a :class:`~controlkit.contract.BatchPolicy` so that nothing the
+policy does can stop the engine:
+
+* a policy that **raises** or returns **nonsense** (NaN, negative, absurdly large, the wrong
+  type) is a *fault*: the guard returns the fallback limits (the configured static limits, or
+  else the last safe ones);
+* a policy that is **too slow** (one ``decide`` over ``decide_budget_s``, timed with
+  :func:`time.perf_counter`) is a fault too: its late answer is discarded and the guard
+  doubles its decision period (``decide_every``, up to ``max_decide_every`` steps), so the
+  engine's per-step cost stays bounded;
+* a policy **file** that changes on disk is **hot-reloaded**: the new file is built and
+  validated first, and a bad one keeps the old policy (a ``reload`` fault).
+
+Each fault kind is logged once (with the running count) through :mod:`logging`, counted in
+:attr:`PolicyGuard.faults`, and exported as the Prometheus counter
+``controlkit_policy_faults_total{kind=...}`` in the default registry.
+
+This module does not import vLLM; the scheduler hook and any other adapter can use it.
+
+Examples
+--------
+>>> from controlkit.contract import BatchLimits, Observation
+>>> class Broken:
+...     def decide(self, observation): raise RuntimeError("boom")
+...     def reset(self): pass
+>>> guard = PolicyGuard(Broken(), fallback=BatchLimits(8, 2048), max_seqs_ceiling=64,
+...                     max_batched_tokens_ceiling=2048, log=False)
+>>> guard.decide(Observation(t_s=0.0, num_running=0, num_waiting=0, kv_blocks_used=0,
+...                          kv_blocks_total=100))
+BatchLimits(max_active_seqs=8, max_batched_tokens=2048, admission_order=(), flags=frozenset())
+>>> guard.faults["raised"]
+1
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from controlkit.contract import BatchLimits, BatchPolicy, Observation, sanitize_limits
+from controlkit.policyfile import PolicyFile
+from identification.errors import PolicyError
+from policies.registry import PolicyContext, build_policy, resolve_policy_file
+
+__all__ = ["FAULT_KINDS", "FAULT_METRIC", "PolicyGuard", "fault_counter", "load_guarded_policy"]
+
+logger = logging.getLogger("controlkit.policies.vllm")
+
+#: Fault kinds, the values of the ``kind`` label of :data:`FAULT_METRIC`.
+FAULT_KINDS: tuple[str, ...] = ("raised", "invalid", "slow", "reload")
+#: Name of the Prometheus counter (as scraped).
+FAULT_METRIC = "controlkit_policy_faults_total"
+
+PolicySource = str | Path | PolicyFile | BatchPolicy
+
+
+def fault_counter() -> Any:
+    """Return the process-wide Prometheus counter of policy faults, creating it once.
+
+    The counter lives in ``prometheus_client``'s default registry, so vLLM's ``/metrics``
+    endpoint exposes it where the engine core shares the front end's process (the in-process
+    engine; with the multiprocess engine core it is visible only with Prometheus
+    multiprocess mode).  Returns ``None`` when ``prometheus_client`` is not importable.
+    """
+    try:
+        from prometheus_client import REGISTRY, Counter
+    except ImportError:  # pragma: no cover - prometheus-client is a hard dependency
+        return None
+    existing = REGISTRY._names_to_collectors.get(FAULT_METRIC)  # no public lookup API
+    if existing is not None:
+        return existing
+    try:
+        return Counter(FAULT_METRIC, "Runtime policy faults contained by the controlkit hook.", ["kind"])
+    except ValueError:  # created concurrently in this process
+        return REGISTRY._names_to_collectors.get(FAULT_METRIC)
+
+
+def _is_policy_object(source: object) -> bool:
+    return callable(getattr(source, "decide", None)) and callable(getattr(source, "reset", None))
+
+
+def load_guarded_policy(source: PolicySource, context: PolicyContext) -> tuple[BatchPolicy, Path | None]:
+    """Build the policy named by ``source``; return it and the file to watch (or None).
+
+    Raises
+    ------
+    PolicyError
+        The spec or file cannot be read or built (unknown kind, bad parameters, bad JSON).
+    """
+    if _is_policy_object(source):
+        return source, None  # type: ignore[return-value]  # duck-typed BatchPolicy
+    if isinstance(source, (str, Path)):
+        text = str(source).strip()
+        path = Path(text)
+        is_file = text.endswith(".json") or path.is_file()
+        if is_file and not path.is_file():
+            raise PolicyError(
+                f"{text}: policy file not found (set CONTROLKIT_POLICY to a file or a spec string)"
+            )
+        pf = resolve_policy_file(path if is_file else text)
+        return build_policy(pf, context), (path if is_file else None)
+    if isinstance(source, PolicyFile):
+        return build_policy(source, context), None
+    raise PolicyError(f"policy source must be a path, a spec string or a policy, got {type(source).__name__}")
+
+
+class PolicyGuard:
+    """A fault-containing wrapper around a policy (see the module docstring).
+
+    Parameters
+    ----------
+    source
+        A built policy, a spec string, a path to a ``controlkit.policy/1`` file (watched for
+        hot reload) or a :class:`PolicyFile`.
+    fallback
+        Limits applied until the first good decision and after every fault when
+        ``static_fallback`` is False (then the last safe limits are used instead).
+    max_seqs_ceiling
+        The engine's ceiling for the admission cap (the value it started with).
+    max_batched_tokens_ceiling, min_batched_tokens
+        The engine's valid range for the per-step token budget.
+    context
+        Engine facts handed to the policy factory (also used on reload).
+    decide_every
+        Call the policy every this many steps (>= 1); in between the last limits hold.
+    decide_budget_s
+        A ``decide`` that takes longer than this (seconds) is a ``slow`` fault.
+    max_decide_every
+        Upper bound of the decision period after slow faults.
+    reload_check_s
+        How often (seconds of the guard's clock) to check the policy file's mtime.
+    static_fallback
+        On a fault apply ``fallback`` (True) or the last safe limits (False, the default).
+    clock
+        Monotonic clock (seconds); injectable for tests.
+    log
+        Log the first fault of each kind (True) or stay silent (False, doctests).
+    """
+
+    def __init__(
+        self,
+        source: PolicySource,
+        *,
+        fallback: BatchLimits,
+        max_seqs_ceiling: int,
+        max_batched_tokens_ceiling: int | None = None,
+        min_batched_tokens: int = 1,
+        context: PolicyContext | None = None,
+        decide_every: int = 1,
+        decide_budget_s: float = 0.005,
+        max_decide_every: int = 64,
+        reload_check_s: float = 1.0,
+        static_fallback: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
+        log: bool = True,
+    ) -> None:
+        if not (isinstance(decide_every, int) and decide_every >= 1):
+            raise PolicyError(f"decide_every must be an integer >= 1, got {decide_every!r}")
+        if not (math.isfinite(decide_budget_s) and decide_budget_s > 0):
+            raise PolicyError(f"decide_budget_s must be a finite number > 0 seconds, got {decide_budget_s!r}")
+        self.context = context or PolicyContext(max_num_seqs=max_seqs_ceiling)
+        self.policy, self.path = load_guarded_policy(source, self.context)
+        self.fallback = fallback
+        self.max_seqs_ceiling = max_seqs_ceiling
+        self.max_batched_tokens_ceiling = max_batched_tokens_ceiling
+        self.min_batched_tokens = min_batched_tokens
+        self.decide_every = decide_every
+        self.decide_budget_s = float(decide_budget_s)
+        self.max_decide_every = max(decide_every, max_decide_every)
+        self.reload_check_s = reload_check_s
+        self.static_fallback = static_fallback
+        self.clock = clock
+        self.log = log
+        self.faults: Counter[str] = Counter()
+        self.reloads = 0
+        self.last_safe = fallback
+        self.last_fault = ""
+        self._steps = 0
+        self._metric = fault_counter()
+        self._mtime_ns = self._stat_mtime()
+        self._next_check_s = clock() + reload_check_s
+        self._bad_mtime_ns = -1
+
+    @property
+    def total_faults(self) -> int:
+        """All faults contained so far, of every kind."""
+        return sum(self.faults.values())
+
+    def _stat_mtime(self) -> int:
+        if self.path is None:
+            return -1
+        try:
+            return os.stat(self.path).st_mtime_ns
+        except OSError:
+            return -1
+
+    def _fault(self, kind: str, detail: str) -> BatchLimits:
+        self.faults[kind] += 1
+        self.last_fault = f"{kind}: {detail}"
+        if self._metric is not None:
+            self._metric.labels(kind=kind).inc()
+        if self.log and self.faults[kind] == 1:
+            logger.warning(
+                "controlkit: policy fault #%d (%s): %s; the engine keeps running with %s limits. "
+                "Further %r faults are counted, not logged (metric %s).",
+                self.total_faults, kind, detail, "static" if self.static_fallback else "last safe",
+                kind, FAULT_METRIC,
+            )
+        return self.fallback if self.static_fallback else self.last_safe
+
+    def maybe_reload(self) -> bool:
+        """Reload the policy file if its mtime changed; return True if a new policy is in force."""
+        if self.path is None:
+            return False
+        now = self.clock()
+        if now < self._next_check_s:
+            return False
+        self._next_check_s = now + self.reload_check_s
+        mtime = self._stat_mtime()
+        if mtime in (self._mtime_ns, self._bad_mtime_ns) or mtime < 0:
+            return False
+        try:
+            policy, _ = load_guarded_policy(self.path, self.context)
+        except Exception as exc:  # a bad file must never stop the engine
+            self._bad_mtime_ns = mtime
+            self._fault("reload", f"{self.path}: {exc}; keeping the previous policy")
+            return False
+        self.policy, self._mtime_ns = policy, mtime
+        self.reloads += 1
+        if self.log:
+            logger.info("controlkit: reloaded policy from %s (reload #%d)", self.path, self.reloads)
+        return True
+
+    def decide(self, observation: Observation) -> BatchLimits:
+        """Ask the policy for limits; never raises, always returns limits safe to apply."""
+        self._steps += 1
+        if (self._steps - 1) % self.decide_every:
+            return self.last_safe
+        if self.path is not None:
+            self.maybe_reload()
+        start = self.clock()
+        try:
+            raw = self.policy.decide(observation)
+        except Exception as exc:  # contain everything the policy may raise
+            return self._fault("raised", f"{type(exc).__name__}: {exc}")
+        elapsed = self.clock() - start
+        if elapsed > self.decide_budget_s:
+            self.decide_every = min(self.max_decide_every, 2 * self.decide_every)
+            return self._fault(
+                "slow",
+                f"decide took {elapsed * 1e3:.2f} ms > budget {self.decide_budget_s * 1e3:.2f} ms; "
+                f"result discarded, deciding every {self.decide_every} steps now",
+            )
+        checked = sanitize_limits(
+            raw,
+            last_safe=self.fallback if self.static_fallback else self.last_safe,
+            max_seqs_ceiling=self.max_seqs_ceiling,
+            min_batched_tokens=self.min_batched_tokens,
+            max_batched_tokens_ceiling=self.max_batched_tokens_ceiling,
+        )
+        if checked.fault:
+            return self._fault("invalid", checked.fault)
+        limits = checked.limits
+        if limits.max_batched_tokens is None:
+            tokens = self.last_safe.max_batched_tokens
+            limits = BatchLimits(limits.max_active_seqs, tokens, limits.admission_order, limits.flags)
+        self.last_safe = limits
+        return limits
+
+    def summary(self) -> str:
+        """One line: faults by kind, reloads and the decision period."""
+        kinds = ", ".join(f"{k}={self.faults[k]}" for k in FAULT_KINDS if self.faults[k]) or "none"
+        return f"faults: {kinds}; reloads: {self.reloads}; deciding every {self.decide_every} step(s)"

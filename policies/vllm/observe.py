@@ -1,0 +1,171 @@
+"""Turn a vLLM scheduler's state into :class:`Observation` and step records, cheaply.
+
+:class:`StepObserver` is called by the hook at three points of every engine step:
+
+1. :meth:`~StepObserver.observe`, at the top of ``schedule()``: builds the
+   :class:`~controlkit.contract.Observation` the policy sees (running and waiting counts,
+   KV blocks used and total, the tokens, step time, preemptions, finishes and first-token
+   times of the last *completed* step, the head of the waiting queue);
+2. :meth:`~StepObserver.on_schedule`, right after ``schedule()``: snapshots what was
+   scheduled (prefill and decode tokens, preemptions, KV use, context tokens);
+3. :meth:`~StepObserver.on_update`, right after ``update_from_output()``: closes the step,
+   measures its duration and returns the step record.
+
+It reads only scheduler attributes (``running``, ``waiting``, ``kv_cache_manager``,
+``requests``, ``finished_req_ids``) and the returned ``SchedulerOutput``; it never calls
+``make_stats()``, which would reset vLLM's own prefix-cache counters.
+
+Definitions (vLLM has no step timestamps of its own):
+
+* ``step_s`` is the time from the later of this step's ``schedule()`` entry and the
+  previous step's ``update_from_output()`` exit, to this step's ``update_from_output()``
+  exit.  In the synchronous engine that is schedule + execute + update; with async
+  scheduling (depth-2 batch queue) it is the update-to-update interval, i.e. the iteration
+  time.
+* decode tokens are the requests scheduled for exactly one token; the rest of the step's
+  tokens are prefill (exact without speculative decoding).
+* ``itl_mean_s`` is the last step time when it decoded (every running decode request emits
+  one token per step).
+* ``ttft_s`` holds, for requests whose prefill completed in the last step, the time from
+  their arrival (``Request.arrival_time``, wall clock) to the end of that step.
+* KV blocks exclude vLLM's one reserved null block, so ``used / total`` equals vLLM's
+  ``kv_cache_usage``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from operator import attrgetter
+from typing import Any
+
+from controlkit.contract import Observation
+
+__all__ = ["StepObserver"]
+
+_computed = attrgetter("num_computed_tokens")
+#: How many waiting requests' prompt lengths an observation carries.
+WAITING_PEEK = 32
+
+
+class StepObserver:
+    """Per-step bookkeeping for one scheduler (see the module docstring).
+
+    Parameters
+    ----------
+    block_size
+        Tokens per KV block.
+    clock, wall_clock
+        Monotonic and wall clocks (seconds), injectable for tests.
+    """
+
+    def __init__(self, block_size: int, *, clock: Any = time.monotonic, wall_clock: Any = time.time) -> None:
+        self.block_size = block_size
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.t0_s = clock()
+        self.t0_unix_s = wall_clock()
+        self.steps = 0
+        self._pending: dict[int, tuple[Any, ...]] = {}
+        self._prev_update_s = self.t0_s
+        # the last completed step
+        self.last_step_s = 0.0
+        self.last_prefill_tokens = 0
+        self.last_decode_tokens = 0
+        self.last_preempted = 0
+        self.last_finished = 0
+        self.last_ttft_s: tuple[float, ...] = ()
+        self.last_context_tokens = 0
+
+    @staticmethod
+    def kv_blocks(scheduler: Any) -> tuple[int, int]:
+        """Return (used, total) KV blocks, excluding the reserved null block."""
+        pool = scheduler.kv_cache_manager.block_pool
+        total = int(pool.num_gpu_blocks) - 1
+        return total - int(pool.get_num_free_blocks()), total
+
+    def observe(self, scheduler: Any, max_active_seqs: int, max_batched_tokens: int) -> Observation:
+        """Build the observation for the decision at the top of ``schedule()``."""
+        now = self.clock()
+        waiting = scheduler.waiting
+        num_waiting = len(waiting) + len(scheduler.kv_holding_waiting)
+        oldest_wait_s = 0.0
+        prompts: tuple[int, ...] = ()
+        if len(waiting):
+            head = waiting.peek_request()
+            oldest_wait_s = max(0.0, self.wall_clock() - float(head.arrival_time))
+            prompts = tuple(r.num_prompt_tokens for r in itertools.islice(waiting, WAITING_PEEK))
+        used, total = self.kv_blocks(scheduler)
+        return Observation(
+            t_s=now - self.t0_s,
+            num_running=len(scheduler.running),
+            num_waiting=num_waiting,
+            kv_blocks_used=used,
+            kv_blocks_total=total,
+            num_prefill_tokens=self.last_prefill_tokens,
+            num_decode_tokens=self.last_decode_tokens,
+            num_context_tokens=self.last_context_tokens,
+            last_step_s=self.last_step_s,
+            num_preempted=self.last_preempted,
+            num_finished=self.last_finished,
+            ttft_s=self.last_ttft_s,
+            itl_mean_s=self.last_step_s if self.last_decode_tokens else 0.0,
+            oldest_wait_s=oldest_wait_s,
+            waiting_prompt_tokens=prompts,
+            max_active_seqs=max_active_seqs,
+            max_batched_tokens=max_batched_tokens,
+            block_size=self.block_size,
+        )
+
+    def on_schedule(
+        self, scheduler: Any, output: Any, t_entry_s: float, max_active_seqs: int, max_batched_tokens: int
+    ) -> None:
+        """Snapshot what ``schedule()`` just decided (call right after it returns)."""
+        nst: dict[str, int] = output.num_scheduled_tokens
+        total_tokens = int(output.total_num_scheduled_tokens)
+        decode = list(nst.values()).count(1)
+        prefilling = [rid for rid, n in nst.items() if n != 1] if decode != len(nst) else []
+        preempted = output.preempted_req_ids
+        used, total = self.kv_blocks(scheduler)
+        running = scheduler.running
+        context = sum(map(_computed, running))
+        num_waiting = len(scheduler.waiting) + len(scheduler.kv_holding_waiting)
+        if len(self._pending) > 16:  # steps that never got an update (aborted engine step)
+            self._pending.clear()
+        self._pending[id(output)] = (
+            t_entry_s, len(running), num_waiting, total_tokens - decode, decode, used, total,
+            len(preempted) if preempted else 0, context, max_active_seqs, max_batched_tokens, prefilling,
+        )
+
+    def on_update(self, scheduler: Any, output: Any) -> tuple[float | int, ...] | None:
+        """Close the step of ``output``; return its record (``STEP_LOG_FIELDS`` order) or None."""
+        snap = self._pending.pop(id(output), None)
+        now = self.clock()
+        if snap is None:
+            self._prev_update_s = now
+            return None
+        (t_entry, running, waiting, prefill, decode, used, total, preempted, context,
+         cap, budget, prefilling) = snap
+        start = max(t_entry, self._prev_update_s)
+        step_s = now - start
+        self._prev_update_s = now
+        ttft: tuple[float, ...] = ()
+        if prefilling:
+            wall = self.wall_clock()
+            requests = scheduler.requests
+            firsts = []
+            for rid in prefilling:
+                req = requests.get(rid)
+                if req is not None and req.num_output_tokens == 1 and not req.is_prefill_chunk:
+                    firsts.append(max(0.0, wall - float(req.arrival_time)))
+            ttft = tuple(firsts)
+        self.steps += 1
+        self.last_step_s = step_s
+        self.last_prefill_tokens = prefill
+        self.last_decode_tokens = decode
+        self.last_preempted = preempted
+        self.last_finished = len(scheduler.finished_req_ids)
+        self.last_ttft_s = ttft
+        self.last_context_tokens = context
+        return (start - self.t0_s, step_s, running, waiting, prefill, decode, used, total, preempted,
+                context, cap, budget)
