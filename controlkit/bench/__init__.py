@@ -1,0 +1,62 @@
+"""The benchmark harness behind ``controlkit bench`` (DESIGN.md §7).
+
+Every policy on plants x workloads x load factors, in one run, in parallel (a process pool,
+or Ray), with the best static configuration in hindsight, capacities, and a Markdown
+report with plots (``docs/benchmarks.md``).
+
+>>> from controlkit.bench import QUICK_GRID
+>>> QUICK_GRID.loads
+(0.6, 1.2)
+"""
+
+from __future__ import annotations
+
+from controlkit.bench.capacity import Capacity, bisect_capacity, capacity_from_curve
+from controlkit.bench.grid import (
+    BEST_STATIC,
+    DEFAULT_GRID,
+    DEFAULT_POLICIES,
+    QUICK_GRID,
+    STATIC_DEFAULT,
+    BenchGrid,
+    CellTask,
+    PlantSetup,
+    SLOSpec,
+    expand_cells,
+    materialize_workload,
+)
+from controlkit.bench.hindsight import best_static_in_hindsight
+from controlkit.bench.report import render_markdown, write_report
+from controlkit.bench.results import BenchResults, CellResult
+from controlkit.bench.runner import TaskOutcome, run_tasks
+from controlkit.bench.suite import Backend, run_bench
+from controlkit.bench.summary import PolicySummary, check_goals, summarize
+
+__all__ = [
+    "BEST_STATIC",
+    "DEFAULT_GRID",
+    "DEFAULT_POLICIES",
+    "QUICK_GRID",
+    "STATIC_DEFAULT",
+    "Backend",
+    "BenchGrid",
+    "BenchResults",
+    "Capacity",
+    "CellResult",
+    "CellTask",
+    "PlantSetup",
+    "PolicySummary",
+    "SLOSpec",
+    "TaskOutcome",
+    "best_static_in_hindsight",
+    "bisect_capacity",
+    "capacity_from_curve",
+    "check_goals",
+    "expand_cells",
+    "materialize_workload",
+    "render_markdown",
+    "run_bench",
+    "run_tasks",
+    "summarize",
+    "write_report",
+]

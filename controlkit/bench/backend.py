@@ -1,0 +1,383 @@
+"""The real benchmark backend: prepares plants and runs cells on :mod:`controlkit.sim`.
+
+:class:`SimBackend` has the two verbs the suite needs, both picklable so that they run in
+worker processes or on Ray:
+
+- :meth:`SimBackend.prepare_plant` computes a plant's SLOs and nominal rates, fills the
+  research policies' specs, runs BCA's offline sweep, and designs the controlkit
+  controllers **from telemetry**: it simulates a short identification run (ShareGPT
+  lengths, a load ramp, vLLM's default static cap) that writes a step log, identifies a
+  plant model from that log, and calls ``controlkit design`` on the model.  The plant's own
+  table is never shown to the design; the controllers are then evaluated on the measured
+  plant.
+- :meth:`SimBackend.run_cell` simulates one cell and returns its metrics.
+
+Warnings raised inside (fit quality, extrapolated step times) are recorded, not raised:
+they are part of the result, and a worker must not die of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controlkit.bench.grid import (
+    CONTROLLERS,
+    POLICY_TEMPLATES,
+    BenchGrid,
+    CellTask,
+    PlantSetup,
+    policy_spec,
+)
+from identification.errors import ControlkitError
+
+__all__ = ["SimBackend", "nominal_rate_req_s"]
+
+_PLANTS: dict[str, Any] = {}
+#: Requests of each BCA profiling run (ShareGPT lengths, all arriving at once).
+BCA_SWEEP_REQUESTS = 400
+
+
+def _plant(name: str) -> Any:
+    """Load a plant once per process."""
+    if name not in _PLANTS:
+        from controlkit.sim import load_plant
+
+        _PLANTS[name] = load_plant(name)
+    return _PLANTS[name]
+
+
+def nominal_rate_req_s(
+    plant: Any, *, prompt_tokens: float, output_tokens: float, tpot_slo_s: float, max_num_seqs: int
+) -> float:
+    """Arrival rate (requests/s) a plant sustains at the largest batch that meets the TPOT SLO.
+
+    Steady state at batch ``b``: a step emits ``b`` tokens and prefill takes a share
+    ``c_p * P * lam`` of the time, so the mean time per token is
+    ``s(b) = d(b) / (1 - c_p * P * lam)`` and completions are ``lam = b / (O * s(b))``,
+    i.e. ``lam(b) = b / (O * d(b) + b * c_p * P)``.  The batch is limited by the KV cache
+    (``b * (P + O / 2)`` tokens held on average) and by ``max_num_seqs``; the nominal rate is
+    ``lam(b*)`` at the largest admissible ``b*`` with ``s(b*) <= tpot_slo_s``.  This sets the
+    grid's load axis only; no policy sees it.
+    """
+    kv_tokens = float(plant.kv_blocks_total * plant.block_size)
+    per_req_tokens = max(prompt_tokens + output_tokens / 2.0, 1.0)
+    b_cap = max(1, min(max_num_seqs, int(kv_tokens / per_req_tokens)))
+    c_p = float(plant.prefill_s_per_token)
+    best = 0.0
+    for b in range(1, b_cap + 1):
+        d = float(plant.step_s(b, 0))
+        lam = b / (output_tokens * d + b * c_p * prompt_tokens)
+        s = d / max(1e-9, 1.0 - c_p * prompt_tokens * lam)
+        if s <= tpot_slo_s or b == 1:
+            best = lam
+    return best
+
+
+@contextlib.contextmanager
+def _recorded_warnings(sink: list[str]) -> Any:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        text = f"{w.category.__name__}: {w.message}"
+        if text not in sink:
+            sink.append(text)
+
+
+@dataclass(frozen=True, slots=True)
+class SimBackend:
+    """Prepares plants and runs cells on :mod:`controlkit.sim` (stateless, picklable).
+
+    Parameters
+    ----------
+    allow_uncertified
+        When ``controlkit design`` refuses a controller (a certificate claim fails), retry
+        with ``--allow-uncertified`` and mark it in the notes; otherwise the controller's
+        cells fail with the refusal.
+    """
+
+    allow_uncertified: bool = True
+
+    # ------------------------------------------------------------------ prepare
+    def prepare_plant(self, request: tuple[str, BenchGrid]) -> PlantSetup:
+        """Everything the cells of one plant need (SLOs, rates, specs, designs)."""
+        name, grid = request
+        from controlkit.sim import load_workload
+
+        plant = _plant(name)
+        batch1_s = float(plant.step_s(1, 0))
+        tpot_s = grid.slo.tpot_factor * batch1_s
+        chunk_s = float(plant.step_s(0, int(plant.max_batched_tokens_default)))
+        ttft_s = max(grid.slo.ttft_s, grid.slo.ttft_prefill_factor * chunk_s)
+        default_cap = int(plant.max_num_seqs_default)
+        ceiling = max([default_cap, *grid.static_caps])
+        notes: dict[str, Any] = {"plant_source": getattr(plant, "source", ""), "warnings": []}
+        nominal: dict[str, float] = {}
+        native: dict[str, float] = {}
+        for workload in grid.workloads:
+            synthetic = workload.split(":")[0] in ("step", "ramp", "sharegpt")
+            probe = "sharegpt:poisson:1" if synthetic else workload
+            wl = load_workload(probe, num_requests=grid.num_requests, seed=grid.seed)
+            wl, _ = wl.clipped(int(plant.max_model_len))
+            if not synthetic and len(wl) > 1 and wl.duration_s > 0:
+                native[workload] = (len(wl) - 1) / wl.duration_s
+            nominal[workload] = nominal_rate_req_s(
+                plant,
+                prompt_tokens=float(wl.prompt_tokens.mean()),
+                output_tokens=float(wl.output_tokens.mean()),
+                tpot_slo_s=tpot_s,
+                max_num_seqs=ceiling,
+            )
+        specs: dict[str, str | Mapping[str, Any]] = {}
+        errors: dict[str, str] = {}
+        for label in grid.policies:
+            if label in POLICY_TEMPLATES or ":" in label:
+                specs[label] = policy_spec(
+                    label, tpot_s=tpot_s, ttft_s=ttft_s, max_num_seqs=ceiling, default_cap=default_cap
+                )
+        if "bca" in grid.policies:
+            try:
+                specs["bca"], notes["bca"] = self._bca(plant, tpot_s, ceiling)
+            except Exception as exc:
+                errors["bca"] = f"BCA sweep failed: {type(exc).__name__}: {exc}"
+        wanted = [c for c in CONTROLLERS if c in grid.policies]
+        if wanted:
+            self._design_controllers(
+                plant,
+                grid,
+                wanted,
+                tpot_s,
+                ttft_s,
+                default_cap,
+                ceiling,
+                nominal.get("sharegpt") or _sharegpt_nominal(plant, grid, tpot_s, ceiling),
+                specs,
+                errors,
+                notes,
+            )
+        return PlantSetup(
+            plant=name,
+            tpot_slo_s=tpot_s,
+            ttft_slo_s=ttft_s,
+            batch1_step_s=batch1_s,
+            default_cap=default_cap,
+            max_num_seqs=ceiling,
+            nominal_rate_req_s=nominal,
+            native_rate_req_s=native,
+            specs=specs,
+            errors=errors,
+            notes=notes,
+        )
+
+    def _bca(self, plant: Any, tpot_s: float, ceiling: int) -> tuple[str, dict[str, Any]]:
+        """BCA's offline sweep on the plant: saturating ShareGPT load, one run per cap."""
+        from controlkit.sim import SLO, load_workload, simulate
+        from policies import build_policy
+        from policies.seeds import bca_select, bca_sweep
+
+        wl = load_workload("sharegpt:all-at-once", num_requests=BCA_SWEEP_REQUESTS, seed=0)
+        ctx = _context(plant, ceiling)
+        slo = SLO(ttft_s=1e6, tpot_s=tpot_s)
+
+        def run(batch: int) -> tuple[float, float, float]:
+            m = simulate(
+                plant, wl, build_policy(f"static:max_num_seqs={batch}", ctx), slo=slo, max_num_seqs=ceiling
+            ).metrics
+            return (m.num_finished / m.sim_time_s, m.tpot_p50_s, m.kv_usage_p99)
+
+        sink: list[str] = []
+        grid = [b for b in (1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256, 384, 512) if b <= ceiling]
+        with _recorded_warnings(sink):
+            table = bca_sweep(run, grid)
+            b_opt = bca_select(table, rule="a", latency_limit_s=tpot_s)
+        return f"bca:b_opt={b_opt}", {
+            "b_opt": b_opt,
+            "rule": "a (E(B) > 0.2, mean ITL <= TPOT SLO)",
+            "requests": BCA_SWEEP_REQUESTS,
+            "table": [[p.batch, round(p.throughput, 4), round(p.latency_s, 6)] for p in table],
+            "warnings": sink,
+        }
+
+    def _design_controllers(
+        self,
+        plant: Any,
+        grid: BenchGrid,
+        wanted: list[str],
+        tpot_s: float,
+        ttft_s: float,
+        default_cap: int,
+        ceiling: int,
+        nominal_req_s: float,
+        specs: dict[str, str | Mapping[str, Any]],
+        errors: dict[str, str],
+        notes: dict[str, Any],
+    ) -> None:
+        from controlkit.sim import SLO, load_workload, simulate
+        from policies import build_policy
+
+        sink: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="controlkit-bench-") as tmp:
+            steps = Path(tmp) / "id_steps.jsonl"
+            model_path = Path(tmp) / "model.json"
+            n = grid.id_num_requests
+            r0, r1 = 0.2 * nominal_req_s, 1.2 * nominal_req_s
+            workload_name = f"ramp:{r0:.6g}:{r1:.6g}:{2.0 * n / (r0 + r1):.6g}"
+            try:
+                with _recorded_warnings(sink):
+                    wl = load_workload(workload_name, num_requests=n, seed=grid.seed + 1)
+                    ctx = _context(plant, ceiling)
+                    policy = build_policy(f"static:max_num_seqs={default_cap}", ctx)
+                    simulate(
+                        plant,
+                        wl,
+                        policy,
+                        slo=SLO(ttft_s=ttft_s, tpot_s=tpot_s),
+                        max_num_seqs=ceiling,
+                        seed=grid.seed + 1,
+                        telemetry=steps,
+                    )
+                    model = _identify(steps)
+                    _save_model(model, model_path)
+                notes["identification"] = {
+                    "workload": workload_name,
+                    "requests": n,
+                    "summary": _model_summary(model),
+                }
+            except Exception as exc:
+                for c in wanted:
+                    errors[c] = f"identification failed: {type(exc).__name__}: {exc}"
+                notes["warnings"] = sink
+                return
+            designs: dict[str, Any] = {}
+            for controller in wanted:
+                out = Path(tmp) / f"{controller}.json"
+                args = [
+                    "design",
+                    str(model_path),
+                    "--tpot-slo-s",
+                    f"{tpot_s:.6g}",
+                    "--ttft-slo-s",
+                    f"{ttft_s:.6g}",
+                    "--controller",
+                    controller,
+                    "-o",
+                    str(out),
+                ]
+                text, code = _run_cli(args, sink)
+                uncertified = False
+                if code != 0 and self.allow_uncertified:
+                    text2, code = _run_cli([*args, "--allow-uncertified"], sink)
+                    text, uncertified = text + text2, code == 0
+                if code != 0 or not out.is_file():
+                    errors[controller] = (
+                        f"controlkit design --controller {controller} failed: {text.strip()[-400:]}"
+                    )
+                    continue
+                specs[controller] = json.loads(out.read_text())
+                designs[controller] = {"uncertified": uncertified, "output": text.strip()[-600:]}
+            notes["designs"] = designs
+        notes["warnings"] = sink
+
+    # ------------------------------------------------------------------ cells
+    def run_cell(self, task: CellTask) -> dict[str, float]:
+        """Simulate one cell; returns the metrics as a flat mapping."""
+        if task.error:
+            raise ControlkitError(task.error)
+        from controlkit.sim import SLO, load_workload, simulate
+        from policies import build_policy
+
+        plant = _plant(task.plant)
+        sink: list[str] = []
+        with _recorded_warnings(sink):
+            wl = load_workload(
+                task.workload_spec, rate_scale=task.rate_scale, num_requests=task.num_requests, seed=task.seed
+            )
+            policy = build_policy(task.spec, _context(plant, task.max_num_seqs))
+            result = simulate(
+                plant,
+                wl,
+                policy,
+                slo=SLO(ttft_s=task.ttft_slo_s, tpot_s=task.tpot_slo_s),
+                max_num_seqs=task.max_num_seqs,
+                seed=task.seed,
+                horizon_s=task.horizon_s,
+            )
+        metrics = {k: float(v) for k, v in result.metrics.to_dict().items() if isinstance(v, int | float)}
+        offered = (len(wl) - 1) / wl.duration_s if len(wl) > 1 and wl.duration_s > 0 else math.nan
+        metrics["offered_rate_req_s"] = offered
+        metrics["num_warnings"] = float(len(sink))
+        return metrics
+
+
+def _context(plant: Any, ceiling: int) -> Any:
+    from policies import PolicyContext
+
+    return PolicyContext(
+        kv_blocks_total=int(plant.kv_blocks_total),
+        block_size=int(plant.block_size),
+        max_num_seqs=ceiling,
+        max_batched_tokens=int(plant.max_batched_tokens_default),
+        max_model_len=int(plant.max_model_len),
+    )
+
+
+def _sharegpt_nominal(plant: Any, grid: BenchGrid, tpot_s: float, ceiling: int) -> float:
+    from controlkit.sim import load_workload
+
+    wl, _ = load_workload("sharegpt:poisson:1", num_requests=grid.id_num_requests, seed=grid.seed).clipped(
+        int(plant.max_model_len)
+    )
+    return nominal_rate_req_s(
+        plant,
+        prompt_tokens=float(wl.prompt_tokens.mean()),
+        output_tokens=float(wl.output_tokens.mean()),
+        tpot_slo_s=tpot_s,
+        max_num_seqs=ceiling,
+    )
+
+
+def _identify(steps: Path) -> Any:
+    import identification
+
+    telemetry = identification.read_telemetry(steps)
+    return identification.identify(telemetry)  # type: ignore[attr-defined]
+
+
+def _save_model(model: Any, path: Path) -> None:
+    if hasattr(model, "save"):
+        model.save(path)
+    else:
+        path.write_text(json.dumps(model.to_dict(), indent=1))
+
+
+def _model_summary(model: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    latency = getattr(model, "latency", None)
+    for attr in ("slope_interval_", "coef_", "residual_scale_", "n_samples_fit_"):
+        value = getattr(latency, attr, None)
+        if value is not None:
+            try:
+                out[attr] = json.loads(
+                    json.dumps(value, default=lambda o: getattr(o, "tolist", lambda: str(o))())
+                )
+            except (TypeError, ValueError):
+                out[attr] = str(value)
+    return out
+
+
+def _run_cli(args: list[str], sink: list[str]) -> tuple[str, int]:
+    from controlkit.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), _recorded_warnings(sink):
+        code = main(args)
+    return buf.getvalue(), code

@@ -1,0 +1,118 @@
+"""``controlkit bench``: every policy on plants x workloads x loads; writes docs/benchmarks.md.
+
+Examples
+--------
+``controlkit bench --quick`` runs a tiny grid in seconds;
+``controlkit bench --jobs 2 -o docs/benchmarks.md --json bench.json`` runs the protocol's
+grid; ``--ray local`` (or ``--ray ray://head:10001``) runs the cells on Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+import click
+
+from controlkit.bench.grid import DEFAULT_GRID, QUICK_GRID
+from controlkit.bench.report import write_report
+from controlkit.bench.results import BenchResults
+from controlkit.bench.suite import run_bench
+from controlkit.bench.summary import summarize
+
+__all__ = ["command"]
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...] | None:
+    items = tuple(v.strip() for raw in values for v in raw.split(",") if v.strip())
+    return items or None
+
+
+@click.command("bench")
+@click.option("--plants", multiple=True, help="Plant names (repeat or comma-separate).")
+@click.option(
+    "--workloads", multiple=True, help="Workload names; step/ramp rates are relative to the nominal rate."
+)
+@click.option(
+    "--rate-scales",
+    "--loads",
+    "loads",
+    multiple=True,
+    help="Load factors, multiples of each workload's nominal rate on each plant.",
+)
+@click.option(
+    "--policies",
+    multiple=True,
+    help="Policy labels (static-default, best-static, pang-a1, ..., pid, optimal, mpc) or spec strings.",
+)
+@click.option("--static-caps", multiple=True, help="Caps of the static sweep behind best-static.")
+@click.option("--quick", is_flag=True, help="A tiny grid for tests and CI (seconds).")
+@click.option("--jobs", type=int, default=None, help="Parallel workers (default: all CPUs).")
+@click.option("--ray", "ray_address", default=None, help="Run on Ray at ADDRESS ('local' starts one).")
+@click.option("--num-requests", type=int, default=None, help="Requests per cell.")
+@click.option("--horizon-s", type=float, default=None, help="Simulated seconds per cell.")
+@click.option("--seed", type=int, default=None, help="Seed of every cell.")
+@click.option("-o", "--output", default="docs/benchmarks.md", show_default=True, help="Markdown report.")
+@click.option("--json", "json_path", default=None, help="Also write all results as JSON.")
+@click.option(
+    "--from-json", "from_json", default=None, help="Re-render a report from a results JSON; no simulation."
+)
+@click.option("--no-plots", is_flag=True, help="Skip the matplotlib plots.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def command(
+    plants: tuple[str, ...],
+    workloads: tuple[str, ...],
+    loads: tuple[str, ...],
+    policies: tuple[str, ...],
+    static_caps: tuple[str, ...],
+    quick: bool,
+    jobs: int | None,
+    ray_address: str | None,
+    num_requests: int | None,
+    horizon_s: float | None,
+    seed: int | None,
+    output: str,
+    json_path: str | None,
+    from_json: str | None,
+    no_plots: bool,
+    no_progress: bool,
+) -> None:
+    """Run every policy on plants x workloads x loads and write the benchmark report."""
+    if from_json:
+        results = BenchResults.load_json(from_json)
+    else:
+        base = QUICK_GRID if quick else DEFAULT_GRID
+        try:
+            load_values = tuple(float(x) for x in _split(loads) or ())
+            caps = tuple(int(x) for x in _split(static_caps) or ())
+        except ValueError as exc:
+            raise click.BadParameter(f"load factors must be numbers and caps integers: {exc}") from exc
+        grid = base.with_overrides(
+            plants=_split(plants),
+            workloads=_split(workloads),
+            loads=load_values or None,
+            policies=_split(policies),
+            static_caps=caps or None,
+            num_requests=num_requests,
+            horizon_s=horizon_s,
+            seed=seed,
+        )
+        n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+        results = run_bench(
+            grid,
+            jobs=n_jobs,
+            ray_address=ray_address,
+            progress=not no_progress,
+            command="controlkit " + shlex.join(sys.argv[2:] if len(sys.argv) > 1 else []),
+        )
+        if json_path:
+            results.save_json(json_path)
+    report = write_report(results, output, plots=not no_plots)
+    for s in summarize(results):
+        click.echo(
+            f"{s.policy:>16}: goodput x{s.goodput_vs_static:.2f} vs static default, "
+            f"x{s.goodput_vs_best:.2f} vs best static, attainment {100 * s.attainment_median:.1f}% "
+            f"(median), failed {s.cells_failed}/{s.cells_total}"
+        )
+    click.echo(f"wrote {report} ({len(results.failures)} failed cells)")
