@@ -108,7 +108,9 @@ def test_policy_kind_is_a_static_cap_from_b_opt_or_a_table_file(tmp_path: Path) 
         load_bca_table(bad)
 
 
-def _paper_table(path: Path, model: str, latency_column: str, output_len: str | None = None) -> list[BcaPoint]:
+def _paper_table(
+    path: Path, model: str, latency_column: str, output_len: str | None = None
+) -> list[BcaPoint]:
     points = []
     with path.open() as fh:
         for row in csv.DictReader(fh):
@@ -117,7 +119,11 @@ def _paper_table(path: Path, model: str, latency_column: str, output_len: str | 
             if output_len is not None and row["output_len"] != output_len:
                 continue
             points.append(
-                BcaPoint(int(row["max_num_seqs"]), float(row["request_throughput"]), float(row[latency_column]) / 1e3)
+                BcaPoint(
+                    int(row["max_num_seqs"]),
+                    float(row["request_throughput"]),
+                    float(row[latency_column]) / 1e3,
+                )
             )
     return points
 

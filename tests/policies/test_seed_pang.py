@@ -19,7 +19,9 @@ from policies.seeds.pang import (
 CTX = PolicyContext(kv_blocks_total=1000, max_num_seqs=256)
 
 
-def obs(running: int, waiting: int, used: int = 0, total: int = 1000, itl: float = 0.0, step: float = 0.0) -> Observation:
+def obs(
+    running: int, waiting: int, used: int = 0, total: int = 1000, itl: float = 0.0, step: float = 0.0
+) -> Observation:
     return Observation(
         t_s=0.0,
         num_running=running,
@@ -32,7 +34,9 @@ def obs(running: int, waiting: int, used: int = 0, total: int = 1000, itl: float
 
 
 def test_memory_aware_follows_the_readme_rule_step_by_step() -> None:
-    policy = MemoryAwarePolicy(MemoryAwareParams(memory_factor=0.9, batch_size_lower=4, batch_size_upper=200), CTX)
+    policy = MemoryAwarePolicy(
+        MemoryAwareParams(memory_factor=0.9, batch_size_lower=4, batch_size_upper=200), CTX
+    )
     caps = [
         policy.decide(o).max_active_seqs
         for o in [

@@ -81,7 +81,9 @@ def test_custom_table_from_spec_and_from_a_list() -> None:
     # 10000 >= 9728 + 128, so capacity itself -> engine ceiling 256
     assert policy.decide(obs()).max_active_seqs == 256
     assert parse_batch_size_table([[10, 4], [1000, 64]]) == ((10, 4), (1000, 64))
-    small = build_policy("trtllm-tuner:batch_size_table=10:4;1000:64,avg_input_tokens=800,avg_output_tokens=800")
+    small = build_policy(
+        "trtllm-tuner:batch_size_table=10:4;1000:64,avg_input_tokens=800,avg_output_tokens=800"
+    )
     # 1600 tokens = 100 blocks -> 10000 // 100 = 100 < 1000 -> 64
     assert small.decide(obs()).max_active_seqs == 64
 
