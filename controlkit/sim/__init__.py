@@ -1,1 +1,30 @@
-"""Closed-loop simulator of a vLLM-style continuous-batching engine (DESIGN.md §6)."""
+"""Closed-loop simulator of a vLLM-style continuous-batching engine (DESIGN.md §6).
+
+>>> from controlkit.sim import SLO
+>>> SLO(ttft_s=1.0, tpot_s=0.05).tpot_s
+0.05
+"""
+
+from __future__ import annotations
+
+from controlkit.sim.engine import WAITING_OBS_LIMIT, simulate
+from controlkit.sim.metrics import SLO, RequestOutcomes, SimMetrics, SimResult
+from controlkit.sim.plants import Plant, load_plant
+from controlkit.sim.telemetry import read_steps, write_requests, write_steps
+from controlkit.sim.workloads import Workload, load_workload
+
+__all__ = [
+    "SLO",
+    "WAITING_OBS_LIMIT",
+    "Plant",
+    "RequestOutcomes",
+    "SimMetrics",
+    "SimResult",
+    "Workload",
+    "load_plant",
+    "load_workload",
+    "read_steps",
+    "simulate",
+    "write_requests",
+    "write_steps",
+]

@@ -1,0 +1,132 @@
+"""Replay of the measured H100 vLLM benchmark (BCA data) in the simulator.
+
+The BCA background runs sent 2,000 ShareGPT_V3 prompts at once to vLLM 0.5.2 (no chunked
+prefill) with ``max_num_seqs = N``.  The prompt texts are not in the shared data, so the
+replay draws 2,000 requests from ``sharegpt/sharegpt_val_10k_llama2.csv`` with
+``benchmark_serving``'s filter (prompt < 1024, prompt + output < 2048, both >= 4 tokens)
+and a fixed seed, then scales prompt and output lengths so that their totals match the run's
+``total_input_tokens`` and ``total_output_tokens`` (OPT's tokenizer gives other counts than
+Llama-2's).  The engine runs with ``chunked_prefill=False`` and the budget
+``max(2048, max_model_len)``, as vLLM 0.5 did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from controlkit.contract import BatchLimits, Observation
+from controlkit.sim.engine import simulate
+from controlkit.sim.metrics import SLO
+from controlkit.sim.plants import BCA_MODELS, Plant, default_data_dir, vllm_h100_plant
+from controlkit.sim.workloads import Workload, sharegpt_lengths
+
+__all__ = ["FidelityRow", "bca_runs", "bca_workload", "replay_bca"]
+
+NUM_PROMPTS = 2000
+
+
+class _Static:
+    """A fixed cap (kept local so the replay depends on nothing in :mod:`policies`)."""
+
+    def __init__(self, cap: int) -> None:
+        self._limits = BatchLimits(cap)
+
+    def decide(self, observation: Observation) -> BatchLimits:
+        return self._limits
+
+    def reset(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FidelityRow:
+    """Measured and simulated figures for one (model, max_num_seqs) run."""
+
+    model: str
+    max_num_seqs: int
+    measured_tok_s: float
+    simulated_tok_s: float
+    measured_tpot_s: float
+    simulated_tpot_s: float
+    measured_preemptions: int
+    simulated_preemptions: int
+    extrapolated_steps: int
+
+    @property
+    def tok_s_error(self) -> float:
+        """Relative error of the simulated output throughput."""
+        return self.simulated_tok_s / self.measured_tok_s - 1.0
+
+    @property
+    def tpot_error(self) -> float:
+        """Relative error of the simulated median TPOT."""
+        return self.simulated_tpot_s / self.measured_tpot_s - 1.0
+
+
+def bca_runs(data_dir: Path | None = None) -> pd.DataFrame:
+    """The background-run index joined with its preemption counts."""
+    bca = (data_dir or default_data_dir()) / "bca_memory_gap"
+    idx = pd.read_csv(bca / "background_runs_index.csv")
+    ss = pd.read_csv(bca / "derived_steady_state_step_times.csv")[["model", "max_num_seqs", "preemptions_total"]]
+    return idx.merge(ss, on=["model", "max_num_seqs"], how="left").sort_values(["model", "max_num_seqs"])
+
+
+def bca_workload(model: str, data_dir: Path | None = None, seed: int = 0) -> Workload:
+    """2,000 ShareGPT requests at t=0, lengths scaled to the model's measured totals."""
+    runs = bca_runs(data_dir)
+    row = runs[runs["model"] == model].iloc[0]
+    prompt, output = sharegpt_lengths(data_dir)
+    keep = (prompt < 1024) & (prompt + output < 2048) & (prompt >= 4) & (output >= 4)
+    prompt, output = prompt[keep], output[keep]
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(prompt), size=NUM_PROMPTS, replace=False)
+    p = prompt[pick].astype(float)
+    o = output[pick].astype(float)
+    p = np.maximum(1, np.rint(p * float(row["total_input_tokens"]) / p.sum())).astype(np.int64)
+    o = np.maximum(1, np.rint(o * float(row["total_output_tokens"]) / o.sum())).astype(np.int64)
+    return Workload(f"bca-sharegpt:{model}", np.zeros(NUM_PROMPTS), p, o)
+
+
+def replay_bca(
+    model: str,
+    max_num_seqs: int,
+    *,
+    data_dir: Path | None = None,
+    plant: Plant | None = None,
+    workload: Workload | None = None,
+) -> FidelityRow:
+    """Simulate one BCA run and return measured vs simulated figures."""
+    if model not in BCA_MODELS:
+        raise ValueError(f"unknown model {model!r}")
+    runs = bca_runs(data_dir)
+    row = runs[(runs["model"] == model) & (runs["max_num_seqs"] == max_num_seqs)]
+    if row.empty:
+        raise ValueError(f"no measured run for {model} at max_num_seqs={max_num_seqs}")
+    r = row.iloc[0]
+    plant = plant or vllm_h100_plant(model, data_dir)
+    workload = workload or bca_workload(model, data_dir)
+    import warnings
+
+    from identification.errors import ExtrapolationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        res = simulate(plant, workload, _Static(max_num_seqs), slo=SLO(1e9, 1e9), max_num_seqs=max_num_seqs,
+                       chunked_prefill=False)
+    m = res.metrics
+    pre = r["preemptions_total"]
+    return FidelityRow(
+        model=model,
+        max_num_seqs=int(max_num_seqs),
+        measured_tok_s=float(r["output_throughput"]),
+        simulated_tok_s=m.throughput_tok_s,
+        measured_tpot_s=float(r["median_tpot_ms"]) / 1000.0,
+        simulated_tpot_s=m.tpot_p50_s,
+        measured_preemptions=int(pre) if pd.notna(pre) else -1,
+        simulated_preemptions=m.num_preemptions,
+        extrapolated_steps=m.extrapolated_steps,
+    )

@@ -1,0 +1,347 @@
+"""Plants: the step time of an engine as a function of what the step schedules.
+
+A :class:`Plant` answers one question fast, ``step_s(num_decode_seqs, num_prefill_tokens,
+num_context_tokens)``, and carries the engine's memory facts (KV capacity in blocks, block
+size, maximum sequence length).  Every plant here interpolates *measured* tables; outside
+the measured batch range it extrapolates linearly from the last measured segment, and the
+simulator counts those steps and warns once per run (never silently).
+
+The step-time model shared by all plants is
+
+* a decode-only step with ``b`` sequences: ``decode_s(b)`` (a table, index ``b``);
+* a step with ``p`` prefill tokens: ``decode_s(b) + prefill_s_per_token * p`` when ``b > 0``,
+  else ``prefill_base_s + prefill_s_per_token * p`` (the weights are read once per step, so
+  the fixed cost is shared);
+* plus ``idle_s_per_seq * num_idle_seqs`` for running requests that the step does not compute
+  (vLLM 0.5's prefill-only steps still pay per-running-request bookkeeping);
+* plus ``context_s_per_token * num_context_tokens`` (attention over the KV cache), zero for
+  plants whose decode table already averages over the measured context mix.
+
+Builders for named plants: :func:`load_plant` (``vllm-h100:<model>`` here; ``vidur-…``,
+``splitwise-…`` and model files in :mod:`controlkit.sim.profiles`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from identification.errors import ControlkitError, TelemetryError
+
+__all__ = ["BCA_MODELS", "Plant", "default_data_dir", "load_plant", "vllm_h100_plant"]
+
+#: Models measured in the BCA (Memory-Gap) H100 runs, with their parameter counts.
+BCA_MODELS: dict[str, float] = {"opt-1.3b": 1.3e9, "opt-2.7b": 2.7e9, "llama-2-7b": 6.7e9, "llama-2-13b": 13.0e9}
+
+#: Largest batch the decode lookup table covers; beyond it the last segment is extended.
+_LUT_MAX = 4096
+
+
+def default_data_dir() -> Path:
+    """The shared data folder: ``$CONTROLKIT_SHARED_DATA`` or ``../shared/data`` beside the repo."""
+    import os
+
+    env = os.environ.get("CONTROLKIT_SHARED_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@dataclass(frozen=True, slots=True)
+class Plant:
+    """An engine's step time and memory, from measured tables.
+
+    Parameters
+    ----------
+    name
+        Plant name, e.g. ``"vllm-h100:llama-2-7b"``.
+    decode_batch, decode_step_s
+        Measured decode-step times (seconds) at the measured batch sizes (increasing).
+    prefill_base_s, prefill_s_per_token
+        Prefill-only step cost ``base + per_token * tokens`` (seconds); in a mixed step only
+        the per-token part is added to the decode time.
+    context_s_per_token
+        Extra seconds per context token held by the running batch (0 when the decode table
+        already includes attention at the measured context mix).
+    idle_s_per_seq
+        Extra seconds per running request that a step does not compute (stalled decodes in
+        a prefill-only step).
+    kv_blocks_total, block_size
+        KV-cache capacity in blocks and tokens per block.
+    max_model_len
+        Longest sequence (prompt + output) the engine accepts, tokens.
+    max_num_seqs_default
+        The engine's default ceiling for running requests.
+    max_batched_tokens_default
+        The engine's default per-step token budget.
+    chunked_prefill
+        Whether the measured engine ran chunked prefill (vLLM v1 style); ``False`` means
+        prefill-only steps of whole prompts (vLLM 0.5 default).
+    source
+        Where the numbers came from (files, derivation), for reports.
+    """
+
+    name: str
+    decode_batch: tuple[float, ...]
+    decode_step_s: tuple[float, ...]
+    prefill_base_s: float
+    prefill_s_per_token: float
+    kv_blocks_total: int
+    block_size: int = 16
+    max_model_len: int = 2048
+    max_num_seqs_default: int = 256
+    max_batched_tokens_default: int = 8192
+    context_s_per_token: float = 0.0
+    idle_s_per_seq: float = 0.0
+    chunked_prefill: bool = True
+    source: str = ""
+    _lut: tuple[float, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        xs, ys = self.decode_batch, self.decode_step_s
+        if len(xs) < 2 or len(xs) != len(ys):
+            raise ControlkitError(f"plant {self.name!r}: need >= 2 measured (batch, step_s) points, got {len(xs)}")
+        if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+            raise ControlkitError(f"plant {self.name!r}: measured batch sizes must increase, got {xs}")
+        if any(not (math.isfinite(y) and y > 0) for y in ys):
+            raise ControlkitError(f"plant {self.name!r}: step times must be finite and > 0, got {ys}")
+        if self.kv_blocks_total < 1 or self.block_size < 1 or self.max_model_len < 2:
+            raise ControlkitError(
+                f"plant {self.name!r}: kv_blocks_total={self.kv_blocks_total}, block_size={self.block_size}, "
+                f"max_model_len={self.max_model_len} must be >= 1, >= 1, >= 2"
+            )
+        grid = np.arange(_LUT_MAX + 1, dtype=float)
+        lut = np.interp(grid, np.asarray(xs, float), np.asarray(ys, float))
+        lo_slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
+        hi_slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+        below = grid < xs[0]
+        lut[below] = ys[0] + lo_slope * (grid[below] - xs[0])
+        above = grid > xs[-1]
+        lut[above] = ys[-1] + hi_slope * (grid[above] - xs[-1])
+        lut = np.maximum(lut, 0.05 * min(ys))
+        lut[0] = 0.0
+        object.__setattr__(self, "_lut", tuple(float(v) for v in lut))
+
+    @property
+    def batch_range(self) -> tuple[float, float]:
+        """The measured decode batch range ``(min, max)``; outside it step times are extrapolated."""
+        return (self.decode_batch[0], self.decode_batch[-1])
+
+    def decode_s(self, num_decode_seqs: int) -> float:
+        """Decode-only step time at ``num_decode_seqs`` sequences (seconds)."""
+        lut = self._lut
+        if num_decode_seqs < len(lut):
+            return lut[num_decode_seqs]
+        xs, ys = self.decode_batch, self.decode_step_s
+        slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+        return ys[-1] + slope * (num_decode_seqs - xs[-1])
+
+    def step_s(
+        self, num_decode_seqs: int, num_prefill_tokens: int, num_context_tokens: int = 0, num_idle_seqs: int = 0
+    ) -> float:
+        """Duration of one engine step (seconds).
+
+        Examples
+        --------
+        >>> p = Plant("toy", (1.0, 9.0), (0.010, 0.018), 0.005, 1e-5, kv_blocks_total=100)
+        >>> round(p.step_s(5, 0), 6)
+        0.014
+        >>> round(p.step_s(0, 1000), 6)
+        0.015
+        """
+        if num_decode_seqs > 0:
+            lut = self._lut
+            t = lut[num_decode_seqs] if num_decode_seqs < len(lut) else self.decode_s(num_decode_seqs)
+            if num_prefill_tokens:
+                t += self.prefill_s_per_token * num_prefill_tokens
+        elif num_prefill_tokens > 0:
+            t = self.prefill_base_s + self.prefill_s_per_token * num_prefill_tokens
+        else:
+            return 0.0
+        if self.context_s_per_token:
+            t += self.context_s_per_token * num_context_tokens
+        if num_idle_seqs:
+            t += self.idle_s_per_seq * num_idle_seqs
+        return t
+
+    def is_extrapolated(self, num_decode_seqs: int) -> bool:
+        """True when a decode batch of this size lies outside the measured range."""
+        return num_decode_seqs > 0 and not (
+            self.decode_batch[0] - 1e-9 <= num_decode_seqs <= self.decode_batch[-1] + 1e-9
+        )
+
+
+# --------------------------------------------------------------------------- vllm-h100
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise TelemetryError("file not found; set CONTROLKIT_SHARED_DATA or check ../shared/data", path=str(path))
+    return pd.read_csv(path)
+
+
+def _prefill_fit_opt27(bca: Path) -> tuple[float, float]:
+    """Fit ``prefill_s = a + c * tokens`` on the clean offline opt-2.7b runs (no profiler)."""
+    off = _read_csv(bca / "offline_prefill_decode_times.csv")
+    rows = off[(off["profiler_attached"] == "none") & (off["model"] == "opt-2.7b")]
+    if len(rows) < 2:
+        raise TelemetryError("no clean opt-2.7b prefill rows", path=str(bca / "offline_prefill_decode_times.csv"))
+    tokens = (rows["prompt_len"] * rows["batch_size"]).to_numpy(float)
+    secs = rows["prefill_elapsed_s"].to_numpy(float)
+    c, a = np.polyfit(tokens, secs, 1)
+    return float(a), float(c)
+
+
+def _decode_table(model: str, idx: pd.DataFrame, ss: pd.DataFrame) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Median ITL (s) vs the steady-state running batch, from runs with >= 20 steady samples."""
+    runs = idx[idx["model"] == model].merge(ss[["model", "max_num_seqs", "samples", "mean_running"]],
+                                            on=["model", "max_num_seqs"], how="left")
+    runs = runs[(runs["samples"] >= 20) | (runs["max_num_seqs"] == 1)].sort_values("max_num_seqs")
+    x = runs["mean_running"].fillna(runs["max_num_seqs"]).to_numpy(float).copy()
+    x[0] = 1.0
+    y = runs["median_itl_ms"].to_numpy(float) / 1000.0
+    keep = np.concatenate([[True], np.diff(x) > 0.5])
+    return tuple(float(v) for v in x[keep]), tuple(float(v) for v in y[keep])
+
+
+def _prefill_overheads(
+    model: str, idx: pd.DataFrame, ss: pd.DataFrame, c_s_per_token: float
+) -> tuple[float, float]:
+    """Fit the prefill-step fixed cost and the per-stalled-request cost of one model.
+
+    In steady state with ``N`` running, the wall time per decode iteration ``W(N)``
+    (``est_wall_ms_per_step``) exceeds the pure decode step ``ITL(N)`` by the prefill steps
+    that replace finished requests.  With ``L`` the mean output length, completions per
+    decode step are about Poisson(``N/L``), so a prefill step follows a fraction
+    ``f = 1 - exp(-N/L)`` of the decode steps and costs ``a + k*N + c*tokens``.  Solving
+    ``W - ITL - c*(N/L)*prompt_mean = f*a + f*N*k`` by non-negative least squares (residuals
+    relative to ``W``) over the runs without preemption gives ``(a, k)``.
+    """
+    from scipy.optimize import nnls
+
+    runs = idx[idx["model"] == model].merge(
+        ss[["model", "max_num_seqs", "samples", "est_wall_ms_per_step", "preemptions_total"]],
+        on=["model", "max_num_seqs"], how="left")
+    runs = runs[(runs["samples"] >= 20) & (runs["preemptions_total"] == 0)]
+    out_mean = float(runs["total_output_tokens"].iloc[0]) / float(runs["completed"].iloc[0])
+    prompt_mean = float(runs["total_input_tokens"].iloc[0]) / float(runs["completed"].iloc[0])
+    n = runs["max_num_seqs"].to_numpy(float)
+    f = 1.0 - np.exp(-n / out_mean)
+    gap = (runs["est_wall_ms_per_step"] - runs["median_itl_ms"]).to_numpy(float) / 1000.0
+    y = gap - c_s_per_token * (n / out_mean) * prompt_mean
+    wall = runs["est_wall_ms_per_step"].to_numpy(float) / 1000.0
+    design = np.column_stack([f, f * n]) / wall[:, None]  # relative residuals: every N counts alike
+    (a, k), _ = nnls(design, y / wall)
+    return float(a), float(k)
+
+
+def vllm_h100_plant(model: str, data_dir: Path | None = None) -> Plant:
+    """The measured vLLM 0.5.2 plant on the 64 GB H100 of the BCA runs.
+
+    * Decode table: each background run's median inter-token latency (``median_itl_ms``: a
+      gap between consecutive decode steps, so prefill stalls are mostly excluded) at the
+      run's steady-state running batch (``mean_running`` of
+      ``derived_steady_state_step_times.csv``), over runs with >= 20 steady samples.
+    * Prefill per token: the slope of a linear fit on the clean offline opt-2.7b runs
+      (``offline_prefill_decode_times.csv``), scaled by parameter count (compute-bound).
+    * Prefill fixed cost and per-stalled-request cost: fitted per model on the gap between
+      the steady-state wall time per decode iteration and the ITL (see
+      :func:`_prefill_overheads`).  These are fitted on the same runs the fidelity replay
+      compares against; the replay validates the engine dynamics, not an independent plant.
+    * KV capacity: ``num_gpu_blocks`` of the run at ``max_num_seqs=1``.
+
+    Parameters
+    ----------
+    model
+        One of :data:`BCA_MODELS`.
+    data_dir
+        The shared data folder (default :func:`default_data_dir`).
+    """
+    if model not in BCA_MODELS:
+        raise ControlkitError(f"unknown vllm-h100 model {model!r}; known: {', '.join(BCA_MODELS)}")
+    bca = (data_dir or default_data_dir()) / "bca_memory_gap"
+    idx = _read_csv(bca / "background_runs_index.csv")
+    ss = _read_csv(bca / "derived_steady_state_step_times.csv")
+    runs = idx[idx["model"] == model].sort_values("max_num_seqs")
+    xs, ys = _decode_table(model, idx, ss)
+    _, c27 = _prefill_fit_opt27(bca)
+    c = c27 * BCA_MODELS[model] / BCA_MODELS["opt-2.7b"]
+    a, k = _prefill_overheads(model, idx, ss, c)
+    max_len = int(runs["max_model_len"].iloc[0])
+    return Plant(
+        name=f"vllm-h100:{model}",
+        decode_batch=xs,
+        decode_step_s=ys,
+        prefill_base_s=a,
+        prefill_s_per_token=c,
+        idle_s_per_seq=k,
+        kv_blocks_total=int(runs["num_gpu_blocks"].iloc[0]),
+        block_size=int(runs["block_size"].iloc[0]),
+        max_model_len=max_len,
+        max_num_seqs_default=256,
+        max_batched_tokens_default=8192,
+        chunked_prefill=False,
+        source=(
+            "bca_memory_gap: background_runs_index.csv (median_itl_ms, num_gpu_blocks), "
+            "derived_steady_state_step_times.csv (mean_running, est_wall_ms_per_step), "
+            "offline_prefill_decode_times.csv (opt-2.7b prefill slope, scaled by parameters)"
+        ),
+    )
+
+
+def _parse_name(name: str) -> tuple[str, str]:
+    family, sep, model = name.partition(":")
+    if not sep or not model:
+        raise ControlkitError(
+            f"plant {name!r} is neither a file nor a name like 'vllm-h100:llama-2-7b', "
+            "'vidur-h100:llama-2-7b', 'splitwise-h100-tp4:llama2-70b'"
+        )
+    return family, model
+
+
+def load_plant(name_or_path: str | Path, *, data_dir: Path | None = None) -> Plant:
+    """Build a plant by name or from a ``controlkit.model/1`` file.
+
+    Parameters
+    ----------
+    name_or_path
+        ``vllm-h100:<model>`` (opt-1.3b, opt-2.7b, llama-2-7b, llama-2-13b),
+        ``vidur-<gpu>:<model>`` (a100/h100/a40; e.g. llama-2-7b, llama-2-70b, phi-2),
+        ``splitwise-<gpu>-tp<k>:<model>`` (a100/h100; llama2-70b, bloom-176b), or a path to a
+        model file written by ``controlkit identify``.
+    data_dir
+        The shared data folder (default :func:`default_data_dir`).
+
+    Raises
+    ------
+    ControlkitError
+        Unknown name; :class:`TelemetryError` when a data file is missing or malformed.
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix == ".json" or (path.is_file() and ":" not in text):
+        from controlkit.sim.profiles import model_file_plant
+
+        return model_file_plant(path)
+    family, model = _parse_name(text)
+    if family == "vllm-h100":
+        return vllm_h100_plant(model, data_dir)
+    if family.startswith("vidur-"):
+        from controlkit.sim.profiles import vidur_plant
+
+        return vidur_plant(family.removeprefix("vidur-"), model, data_dir)
+    if family.startswith("splitwise-"):
+        from controlkit.sim.profiles import splitwise_plant
+
+        return splitwise_plant(family.removeprefix("splitwise-"), model, data_dir)
+    raise ControlkitError(f"unknown plant family {family!r} in {text!r}; known: vllm-h100, vidur-<gpu>, "
+                          "splitwise-<gpu>-tp<k>")
+
+
+def _as_tuple(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
