@@ -22,8 +22,12 @@ from identification.errors import (
     TelemetryError,
     UncertifiedError,
 )
+from identification.latency import LatencyModel
+from identification.memory import MemoryModel
+from identification.plant import PlantModel, identify, load_model
 from identification.records import RequestRecord, SkippedRow, SourceInfo, StepRecord, Telemetry
 from identification.telemetry import read_requests, read_telemetry, read_trace
+from identification.workload import WorkloadModel
 
 __all__ = [
     "ControlkitError",
@@ -32,7 +36,10 @@ __all__ = [
     "ExtrapolationWarning",
     "FitQualityWarning",
     "InfeasibleSpecError",
+    "LatencyModel",
+    "MemoryModel",
     "NotFittedError",
+    "PlantModel",
     "PolicyError",
     "RequestRecord",
     "SkippedRow",
@@ -41,6 +48,9 @@ __all__ = [
     "Telemetry",
     "TelemetryError",
     "UncertifiedError",
+    "WorkloadModel",
+    "identify",
+    "load_model",
     "read_requests",
     "read_telemetry",
     "read_trace",

@@ -1,0 +1,397 @@
+"""The latency model's forms, design data, group-aware split and intervals (used by latency.py).
+
+:class:`FitData` holds validated fit arrays, row weights (every run counts equally) and the
+extra cost terms that have evidence; :func:`fit_form` fits one form robustly and returns a
+:class:`FormFit` that evaluates the curve and its intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from identification.derive import StepObservations
+from identification.errors import TelemetryError
+from identification.robust import FloatArray, RobustFit, robust_fit, robust_scale
+
+__all__ = ["FitData", "FormFit", "fit_form", "observations_from_mapping", "split_groups"]
+
+IntArray = npt.NDArray[np.int64]
+EXTRA_TERMS = ("c_prefill_s", "c_ctx_s")
+_COLLINEAR_R2 = 0.98
+
+
+def _r2_on(x: FloatArray, others: list[FloatArray], w: FloatArray) -> float:
+    if x.size > 100_000:
+        pick = np.random.default_rng(0).choice(x.size, 100_000, replace=False)
+        x, w, others = x[pick], w[pick], [o[pick] for o in others]
+    a = np.column_stack([np.ones_like(x), *others]) * np.sqrt(w)[:, None]
+    xs = x * np.sqrt(w)
+    coef, *_ = np.linalg.lstsq(a, xs, rcond=None)
+    resid = xs - a @ coef
+    xm = x - np.average(x, weights=w)
+    total = float(np.sum(w * xm**2))
+    return 1.0 - float(np.sum(resid**2)) / total if total > 0 else 1.0
+
+
+def _weighted_median(x: FloatArray, w: FloatArray) -> float:
+    if x.size > 100_000:
+        pick = np.random.default_rng(0).choice(x.size, 100_000, replace=False)
+        x, w = x[pick], w[pick]
+    order = np.argsort(x)
+    cw = np.cumsum(w[order])
+    return float(x[order][np.searchsorted(cw, 0.5 * cw[-1])])
+
+
+@dataclass(frozen=True)
+class FitData:
+    """Validated arrays for fitting: batch, step time, extra terms, groups, weights."""
+
+    batch: FloatArray
+    step_s: FloatArray
+    prefill: FloatArray
+    context: FloatArray  # per sequence, NaN filled with the typical value
+    group: IntArray
+    weights: FloatArray
+    extras: tuple[str, ...]
+    typical_context: float
+    typical_prefill: float
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, obs: StepObservations, *, min_samples: int) -> FitData:
+        """Validate observations, weight runs equally, and decide which extra terms have evidence."""
+        n = len(obs)
+        if n == 0:
+            raise TelemetryError("no usable step observations (empty selection, or no interval with "
+                                 "steady running requests and generated tokens)", path="<telemetry>")
+        checks = (("batch", obs.batch), ("step_s", obs.step_s), ("prefill_tokens", obs.prefill_tokens))
+        for name, arr in checks:
+            if not np.all(np.isfinite(arr)):
+                i = int(np.flatnonzero(~np.isfinite(arr))[0])
+                raise TelemetryError(f"non-finite {name} at row {i}; expected finite numbers",
+                                     path="<telemetry>", line=i + 1, field=name)
+            if np.any(arr < 0):
+                i = int(np.flatnonzero(arr < 0)[0])
+                raise TelemetryError(f"negative {name} {arr[i]!r} at row {i}; expected >= 0",
+                                     path="<telemetry>", line=i + 1, field=name)
+        if n < min_samples:
+            raise TelemetryError(f"only {n} step observation(s); at least {min_samples} are needed to fit",
+                                 path="<telemetry>", field="step_s")
+        if np.any(obs.step_s <= 0) or np.any(obs.batch <= 0):
+            raise TelemetryError("step_s and batch must be > 0", path="<telemetry>", field="step_s")
+        _, inverse, counts = np.unique(obs.group, return_inverse=True, return_counts=True)
+        w = 1.0 / counts[inverse]
+        w = w / w.mean()
+        ctx = obs.context_tokens
+        finite = np.isfinite(ctx)
+        typical_ctx = _weighted_median(ctx[finite], w[finite]) if finite.any() else 0.0
+        dropped: dict[str, str] = {}
+        extras: list[str] = []
+        pre = obs.prefill_tokens
+        if obs.source == "samples":
+            dropped["c_prefill_s"] = ("sampled counters cannot tell prefill steps from decode steps; "
+                                      "prefill cost is amortised into c0_s and c_seq_s")
+        elif np.ptp(pre) == 0:
+            dropped["c_prefill_s"] = f"no variation in prefill tokens (all {pre[0]:g})"
+        elif (r2 := _r2_on(pre, [obs.batch], w)) > _COLLINEAR_R2:
+            dropped["c_prefill_s"] = f"prefill tokens collinear with the batch (R² = {r2:.3f})"
+        else:
+            extras.append("c_prefill_s")
+        if finite.mean() < 0.95:
+            dropped["c_ctx_s"] = "context tokens per sequence unknown"
+        else:
+            ctx = np.where(finite, ctx, typical_ctx)
+            others = [obs.batch] + ([pre] if extras else [])
+            if np.std(ctx) <= 1e-3 * max(abs(typical_ctx), 1.0):
+                dropped["c_ctx_s"] = f"context per sequence constant ({typical_ctx:g} tokens)"
+            elif (r2 := _r2_on(obs.batch * ctx, others, w)) > _COLLINEAR_R2:
+                dropped["c_ctx_s"] = (f"context tokens collinear with the batch (R² = {r2:.3f}); "
+                                      "their cost is folded into c_seq_s")
+            else:
+                extras.append("c_ctx_s")
+        ctx = np.where(np.isfinite(ctx), ctx, typical_ctx)
+        return cls(obs.batch, obs.step_s, pre, ctx, obs.group, w, tuple(extras), typical_ctx,
+                   _weighted_median(pre, w), dropped)
+
+    def extra_matrix(self, batch: FloatArray, context: FloatArray, prefill: FloatArray) -> FloatArray:
+        """Columns of the kept extra terms for given inputs."""
+        cols = {"c_prefill_s": prefill, "c_ctx_s": batch * context}
+        if not self.extras:
+            return np.zeros((batch.size, 0))
+        return np.column_stack([cols[e] for e in self.extras])
+
+    def take(self, index: IntArray | npt.NDArray[np.bool_]) -> FitData:
+        """Rows by index (weights kept as they are)."""
+        return replace(self, batch=self.batch[index], step_s=self.step_s[index], prefill=self.prefill[index],
+                       context=self.context[index], group=self.group[index], weights=self.weights[index])
+
+    def subsample(self, max_rows: int, rng: np.random.Generator) -> FitData:
+        """Return a uniform random subset of at most ``max_rows`` rows."""
+        if self.batch.size <= max_rows:
+            return self
+        return self.take(np.sort(rng.choice(self.batch.size, max_rows, replace=False)))
+
+    def mape(self, pred: FloatArray) -> float:
+        """Weighted mean absolute percentage error (runs count equally)."""
+        return float(np.average(np.abs(pred - self.step_s) / self.step_s, weights=self.weights))
+
+    def units(self) -> IntArray:
+        """Split units: runs when there are at least 4, else batch levels (or 20 quantile bins)."""
+        if np.unique(self.group).size >= 4:
+            return self.group
+        levels = np.unique(self.batch)
+        if levels.size <= 64:
+            return np.searchsorted(levels, self.batch).astype(np.int64)
+        edges = np.unique(np.quantile(self.batch, np.linspace(0, 1, 21)[1:-1]))
+        return np.searchsorted(edges, self.batch, side="right").astype(np.int64)
+
+    def r2_binned(self, pred: FloatArray) -> float:
+        """R² of the per-unit (run or batch level) medians of step time against those of the prediction."""
+        _, inverse = np.unique(self.units(), return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        cuts = np.flatnonzero(np.diff(inverse[order])) + 1
+        y = np.array([np.median(c) for c in np.split(self.step_s[order], cuts)])
+        f = np.array([np.median(c) for c in np.split(pred[order], cuts)])
+        total = float(np.sum((y - y.mean()) ** 2))
+        return 1.0 - float(np.sum((y - f) ** 2)) / total if total > 0 else 0.0
+
+    def r2(self, pred: FloatArray) -> float:
+        """Weighted coefficient of determination."""
+        mean = np.average(self.step_s, weights=self.weights)
+        total = float(np.sum(self.weights * (self.step_s - mean) ** 2))
+        return 1.0 - float(np.sum(self.weights * (self.step_s - pred) ** 2)) / total if total > 0 else 0.0
+
+
+def split_groups(fd: FitData, fraction: float, rng: np.random.Generator) -> tuple[IntArray, IntArray]:
+    """Group-aware train/held-out row indices.
+
+    Whole runs are held out when there are at least 4 runs, else whole batch levels (distinct
+    batch values, or 20 quantile bins when there are many).  The units with the smallest and
+    largest batch always stay in training.
+    """
+    unit = fd.units()
+    units, inverse = np.unique(unit, return_inverse=True)
+    all_rows = np.arange(fd.batch.size)
+    if units.size < 3 or fraction <= 0:
+        return all_rows, all_rows[:0]
+    med = np.array([np.median(fd.batch[inverse == i]) for i in range(units.size)])
+    order = np.argsort(med, kind="stable")
+    interior = order[1:-1]
+    n_hold = int(np.clip(round(fraction * units.size), 1, interior.size))
+    held = rng.choice(interior, n_hold, replace=False)
+    is_held = np.isin(inverse, held)
+    return all_rows[~is_held], all_rows[is_held]
+
+
+@dataclass(frozen=True)
+class FormFit:
+    """One fitted form: parameters, covariance (or bootstrap draws) and how to evaluate it."""
+
+    form: str
+    extras: tuple[str, ...]
+    theta: FloatArray
+    cov: FloatArray
+    dof: int
+    scale: float
+    method: str
+    singular: bool = False
+    boot: FloatArray | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Parameter names in the order of ``theta``."""
+        base = ("c0_s", "c_seq_s") if self.form == "affine" else ("c0_s", "c_seq_s", "c_seq_above_s")
+        return (*base, *self.extras, *(("knee_batch",) if self.form == "knee" else ()))
+
+    def jacobian(self, theta: FloatArray, b: FloatArray, extra: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Prediction and its derivative with respect to ``theta``."""
+        m = extra.shape[1]
+        if self.form == "affine":
+            jac = np.column_stack([np.ones_like(b), b, extra])
+            return jac @ theta, jac
+        k = theta[-1]
+        lo, hi = np.minimum(b, k), np.maximum(b - k, 0.0)
+        dk = (theta[1] - theta[2]) * (b > k)
+        jac = np.column_stack([np.ones_like(b), lo, hi, extra, dk])
+        return jac[:, : 3 + m] @ theta[: 3 + m], jac
+
+    def evaluate(self, b: FloatArray, context: FloatArray, prefill: FloatArray) -> FloatArray:
+        """Step time for arrays of equal shape."""
+        cols = {"c_prefill_s": prefill.ravel(), "c_ctx_s": (b * context).ravel()}
+        extra = np.column_stack([cols[e] for e in self.extras]) if self.extras else np.zeros((b.size, 0))
+        return self.jacobian(self.theta, b.ravel().astype(np.float64), extra)[0].reshape(b.shape)
+
+    def predict(self, fd: FitData) -> FloatArray:
+        """Step time at the rows of ``fd``."""
+        return self.evaluate(fd.batch, fd.context, fd.prefill)
+
+    def curve(self, b: FloatArray, context: float) -> FloatArray:
+        """Step time vs batch at a fixed context and no prefill."""
+        return self.evaluate(b, np.full_like(b, context), np.zeros_like(b))
+
+    def knee(self) -> float | None:
+        """Batch at the knee, or ``None`` for the affine form."""
+        return float(self.theta[-1]) if self.form == "knee" else None
+
+    def coefficients(self) -> dict[str, float]:
+        """Cost coefficients in seconds; dropped terms appear as 0."""
+        out = {n: float(v) for n, v in zip(self.names, self.theta, strict=True) if n != "knee_batch"}
+        return {**out, **{e: 0.0 for e in EXTRA_TERMS if e not in out}}
+
+    def _draw_interval(self, g: FloatArray, confidence: float) -> tuple[float, float]:
+        value = float(g @ self.theta)
+        if self.boot is not None and confidence > 0:
+            draws = self.boot @ g
+            alpha = (1.0 - confidence) / 2.0
+            lo, hi = np.quantile(draws, [alpha, 1.0 - alpha])
+            return (min(float(lo), value), max(float(hi), value))
+        half = float(stats.t.ppf(0.5 + confidence / 2.0, max(self.dof, 1))) * float(
+            np.sqrt(max(float(g @ self.cov @ g), 0.0)))
+        return (value - half, value + half)
+
+    def coefficient_intervals(self, confidence: float) -> dict[str, tuple[float, float]]:
+        """Intervals of the coefficients (dropped terms: (0, 0))."""
+        out: dict[str, tuple[float, float]] = {}
+        for i, name in enumerate(self.names):
+            if name != "knee_batch":
+                out[name] = self._draw_interval(np.eye(self.theta.size)[i], confidence)
+        return {**out, **{e: (0.0, 0.0) for e in EXTRA_TERMS if e not in out}}
+
+    def slope_interval(self, confidence: float, batch_range: tuple[float, float],
+                       context: float) -> tuple[float, float]:
+        """Interval covering d step_s / d batch of every segment inside ``batch_range``."""
+        p = self.theta.size
+        ctx_g = np.zeros(p)
+        if "c_ctx_s" in self.extras:
+            ctx_g[self.names.index("c_ctx_s")] = context
+        segments = [1]
+        if self.form == "knee":
+            k = self.theta[-1]
+            segments = ([1] if k > batch_range[0] else []) + ([2] if k < batch_range[1] else []) or [1, 2]
+        bounds = [self._draw_interval(np.eye(p)[s] + ctx_g, confidence) for s in segments]
+        return (min(b[0] for b in bounds), max(b[1] for b in bounds))
+
+    def residual_scale(self, fd: FitData) -> float:
+        """Robust scale (1.4826·MAD) of the residuals, seconds."""
+        return robust_scale(fd.step_s - self.predict(fd))
+
+    def with_bootstrap(self, fd: FitData, n_boot: int, max_rows: int, rng: np.random.Generator,
+                       loss: str = "huber", threshold: float = 1.345) -> FormFit:
+        """Replace the covariance intervals by a (cluster or row) bootstrap of at most ``max_rows`` rows."""
+        groups = np.unique(fd.group)
+        clustered = groups.size >= self.theta.size + 3
+        draws = []
+        for _ in range(n_boot):
+            if clustered:
+                pick = rng.choice(groups, groups.size, replace=True)
+                rows = np.concatenate([np.flatnonzero(fd.group == g) for g in pick])
+                if rows.size > max_rows:
+                    rows = rng.choice(rows, max_rows, replace=False)
+            else:
+                rows = rng.integers(0, fd.batch.size, min(fd.batch.size, max_rows))
+            sub = fd.take(rows)
+            fit = _fit(self.form, sub, self.theta, loss, threshold, self.scale, covariance=False)
+            draws.append(fit.theta)
+        kind = "cluster" if clustered else "row"
+        return replace(self, boot=np.array(draws),
+                       method=f"bootstrap ({n_boot} {kind} resamples of <= {max_rows} rows)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state."""
+        return {"form": self.form, "extras": list(self.extras), "theta": self.theta.tolist(),
+                "cov": self.cov.tolist(), "dof": self.dof, "scale": self.scale, "method": self.method,
+                "singular": self.singular, "boot": None if self.boot is None else self.boot.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FormFit:
+        """Inverse of :meth:`to_dict`."""
+        boot = None if d["boot"] is None else np.asarray(d["boot"], dtype=np.float64)
+        return cls(str(d["form"]), tuple(str(e) for e in d["extras"]), np.asarray(d["theta"], np.float64),
+                   np.asarray(d["cov"], np.float64), int(d["dof"]), float(d["scale"]), str(d["method"]),
+                   bool(d["singular"]), boot)
+
+
+def _fit(form: str, fd: FitData, theta0: FloatArray, loss: str, threshold: float, scale: float,
+         *, covariance: bool) -> RobustFit:
+    shell = FormFit(form, fd.extras, theta0, np.zeros((0, 0)), 0, scale, "")
+    extra = fd.extra_matrix(fd.batch, fd.context, fd.prefill)
+
+    def model(theta: FloatArray) -> tuple[FloatArray, FloatArray]:
+        return shell.jacobian(theta, fd.batch, extra)
+
+    bounds = None
+    if form == "knee":
+        lo = np.full(theta0.size, -np.inf)
+        hi = np.full(theta0.size, np.inf)
+        lo[-1], hi[-1] = fd.batch.min(), fd.batch.max()
+        bounds = (lo, hi)
+    return robust_fit(model, theta0, fd.step_s, fd.weights, fd.group, loss=loss, threshold=threshold,
+                      scale=scale, covariance=covariance, bounds=bounds)
+
+
+def _init(form: str, fd: FitData) -> FloatArray:
+    sub = fd.subsample(20_000, np.random.default_rng(0))
+    extra = sub.extra_matrix(sub.batch, sub.context, sub.prefill)
+    sw = np.sqrt(sub.weights)
+
+    def solve(cols: list[FloatArray]) -> tuple[FloatArray, float]:
+        a = np.column_stack([np.ones_like(sub.batch), *cols, extra])
+        coef, *_ = np.linalg.lstsq(a * sw[:, None], sub.step_s * sw, rcond=None)
+        return coef, float(np.sum(sub.weights * (a @ coef - sub.step_s) ** 2))
+
+    if form == "affine":
+        return solve([sub.batch])[0]
+    levels = np.unique(np.quantile(sub.batch, np.linspace(0.03, 0.97, 25)))
+    levels = levels[(levels > sub.batch.min()) & (levels < sub.batch.max())]
+    if levels.size == 0:
+        levels = np.array([np.median(sub.batch)])
+    best = min(((solve([np.minimum(sub.batch, k), np.maximum(sub.batch - k, 0.0)]), k) for k in levels),
+               key=lambda item: item[0][1])
+    (coef, _), k = best
+    return np.concatenate([coef, [k]])
+
+
+def fit_form(form: str, fd: FitData, loss: str, threshold: float, *, covariance: bool) -> FormFit:
+    """Fit one form robustly; with ``covariance`` also compute its sandwich covariance."""
+    theta0 = _init(form, fd)
+    shell = FormFit(form, fd.extras, theta0, np.zeros((0, 0)), 0, 1.0, "")
+    scale = robust_scale(fd.step_s - shell.predict(fd))
+    fit = _fit(form, fd, theta0, loss, threshold, scale, covariance=covariance)
+    kind = "cluster-robust over runs" if fit.clustered else "row-level HC1"
+    return FormFit(form, fd.extras, fit.theta, fit.cov, fit.dof, scale, f"sandwich covariance ({kind})",
+                   fit.singular)
+
+
+def observations_from_mapping(d: Mapping[str, Any]) -> StepObservations:
+    """Build observations from plain arrays.
+
+    The mapping holds ``batch`` and ``step_s``, and optionally ``prefill_tokens``,
+    ``context_tokens`` (per sequence) and ``group``.
+    """
+    for key in ("batch", "step_s"):
+        if key not in d:
+            raise TelemetryError(f"missing array {key!r}; expected 'batch' and 'step_s'", field=key)
+    b = np.asarray(d["batch"], dtype=np.float64).ravel()
+    n = b.size
+
+    def arr(key: str, fill: float) -> FloatArray:
+        v = np.asarray(d.get(key, fill), dtype=np.float64)
+        out = np.broadcast_to(v, (n,)).astype(np.float64) if v.ndim == 0 else v.ravel()
+        if out.size != n:
+            raise TelemetryError(f"array {key!r} has {out.size} entries; expected {n} like 'batch'",
+                                 field=key)
+        return out
+
+    nan = np.full(n, np.nan)
+    group = arr("group", 0.0).astype(np.int64)
+    return StepObservations(batch=b, step_s=arr("step_s", np.nan), prefill_tokens=arr("prefill_tokens", 0.0),
+                            context_tokens=arr("context_tokens", np.nan), group=group,
+                            group_names=tuple(str(g) for g in np.unique(group)), kv_blocks_used=nan,
+                            kv_blocks_total=nan, num_preempted=np.zeros(n), forward_step_s=nan,
+                            scheduler_step_s=nan, source="steps")
