@@ -126,3 +126,30 @@ def test_every_policy_stays_in_range_and_is_deterministic_after_reset(
     assert [policy.decide(o) for o in seq] == first
     fresh = build_policy(spec, CTX)
     assert [fresh.decide(o) for o in seq] == first
+
+
+def test_docs_parameter_tables_match_the_declarations() -> None:
+    from pathlib import Path
+
+    from policies.seeds._params import param_table
+    from policies.seeds.bca import BcaParams
+    from policies.seeds.bucketserve import BucketServeParams
+    from policies.seeds.pang import CombinedParams, MemoryAwareParams, SlaFeedbackParams
+    from policies.seeds.sglang import NewTokenRatioParams
+    from policies.seeds.trtllm import TrtllmTunerParams
+    from policies.seeds.uellm import UellmParams
+    from policies.static import StaticParams
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "policies.md").read_text()
+    for cls in (
+        StaticParams,
+        MemoryAwareParams,
+        SlaFeedbackParams,
+        CombinedParams,
+        TrtllmTunerParams,
+        NewTokenRatioParams,
+        BucketServeParams,
+        UellmParams,
+        BcaParams,
+    ):
+        assert param_table(cls) in doc, f"docs/policies.md is out of date for {cls.__name__}"
