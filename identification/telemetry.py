@@ -282,6 +282,8 @@ def read_telemetry(
             _read_one(f, selection, skip_bad_rows, acc)
     samples, runs = _assemble_samples(acc)
     steps = pd.concat(acc.steps, ignore_index=True) if acc.steps else Telemetry().steps
+    if len(acc.steps) > 1:  # rotated logs of one run, given in any order
+        steps = steps.sort_values([RUN_COLUMN, "t_s"], kind="stable", ignore_index=True)
     requests = pd.concat(acc.requests, ignore_index=True) if acc.requests else Telemetry().requests
     frames = _select({"samples": samples, "steps": steps, "requests": requests, "runs": runs}, selection)
     return Telemetry(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,10 +150,10 @@ def file_stem(path: str | Path) -> str:
 
     Examples
     --------
-    >>> file_stem("/x/background_engine_metrics.csv.gz")
-    'background_engine_metrics'
+    >>> file_stem("/x/background_engine_metrics.csv.gz"), file_stem("logs/steps.jsonl.1")
+    ('background_engine_metrics', 'steps')
     """
-    name = Path(path).name
+    name = re.sub(r"\.\d+$", "", Path(path).name)  # a rotated log: steps.jsonl.1
     if name.endswith(".gz"):
         name = name[: -len(".gz")]
     return name.rsplit(".", 1)[0] if "." in name else name

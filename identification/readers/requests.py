@@ -1,10 +1,12 @@
 """Request records and request traces (Azure 2023, Mooncake, ShareGPT lengths, Vidur).
 
 Request records carry :data:`~identification.records.REQUEST_COLUMNS` (``num_preemptions``
-optional, default 0).  Traces give arrivals and lengths only: their ``first_token_s`` and
-``finish_s`` are NaN, and length-only traces (ShareGPT, Vidur stats) also have NaN
-``arrival_s``.  NaN is allowed only in those timing columns of traces.  Arrival times are in
-seconds from the earliest request of the file.
+optional, default 0).  A request that never got its first token or never finished (the end of a
+simulation) has an empty (NaN) ``first_token_s`` / ``finish_s``.
+
+Traces give arrivals and lengths only: their ``first_token_s`` and ``finish_s`` are NaN, and
+length-only traces (ShareGPT, Vidur stats) also have NaN ``arrival_s``.  NaN is allowed only in
+those timing columns.  Arrival times are in seconds from the earliest request of the file.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ def read_requests_frame(
     checker.require_columns(required, f"request records with columns {list(REQUEST_COLUMNS)}")
     if "num_preemptions" not in frame.columns:
         checker.frame["num_preemptions"] = 0
-    for c in ("arrival_s", "first_token_s", "finish_s"):
-        checker.numeric(c, what="a finite time in seconds")
+    checker.numeric("arrival_s", what="a finite time in seconds")
+    for c in ("first_token_s", "finish_s"):  # empty/null: the request never got there (unfinished)
+        checker.numeric(c, what="a finite time in seconds, or empty if it never happened", allow_missing=True)
     for c in ("prompt_tokens", "output_tokens", "num_preemptions"):
         checker.numeric(c, min_value=0.0, what="a token/event count >= 0")
         check_whole(checker, c)
@@ -74,6 +77,13 @@ def read_requests_frame(
             + f["first_token_s"].astype(str)
         ),
         "arrival_s <= first_token_s <= finish_s",
+    )
+    orphan = (f["first_token_s"].isna() & f["finish_s"].notna()).to_numpy()
+    checker.flag(
+        orphan,
+        "first_token_s",
+        "empty first_token_s but finish_s is set",
+        "a first-token time for every finished request",
     )
     frame, skipped = checker.finish()
     return _finish(frame, path), skipped

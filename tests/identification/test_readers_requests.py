@@ -76,16 +76,30 @@ def test_request_records_round_trip_and_order_checks(tmp_path: Path) -> None:
     assert (info.value.line, info.value.field) == (3, "finish_s")
 
 
-def test_nan_in_a_request_record_is_an_error(tmp_path: Path) -> None:
+def test_unfinished_requests_keep_nan_times_but_orphan_finish_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "req.jsonl"
     rows = [
+        {"schema": "controlkit.requests/1", "source": "controlkit.sim"},
         {"arrival_s": 0, "first_token_s": 1, "finish_s": 2, "prompt_tokens": 3, "output_tokens": 4},
-        {"arrival_s": 0, "first_token_s": None, "finish_s": 2, "prompt_tokens": 3, "output_tokens": 4},
+        {"arrival_s": 0, "first_token_s": 1, "finish_s": None, "prompt_tokens": 3, "output_tokens": 4},
+        {"arrival_s": 0, "first_token_s": None, "finish_s": None, "prompt_tokens": 3, "output_tokens": 0},
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows))
-    with pytest.raises(TelemetryError, match="missing value") as info:
+    r = read_requests(path)
+    assert len(r) == 3 and r["finish_s"].isna().sum() == 2 and r["first_token_s"].isna().sum() == 1
+    rows.append(
+        {"arrival_s": 0, "first_token_s": None, "finish_s": 5, "prompt_tokens": 3, "output_tokens": 4}
+    )
+    rows.append(
+        {"arrival_s": None, "first_token_s": 1, "finish_s": 5, "prompt_tokens": 3, "output_tokens": 4}
+    )
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(TelemetryError, match="empty first_token_s but finish_s is set") as info:
         read_requests(path)
-    assert (info.value.line, info.value.field) == (2, "first_token_s")
+    assert (info.value.line, info.value.field) == (5, "first_token_s")
+    tel = read_telemetry(path, skip_bad_rows=True)
+    assert [(s.line, s.field) for s in tel.skipped] == [(5, "first_token_s"), (6, "arrival_s")]
+    assert "missing value" in tel.skipped[1].reason
 
 
 def test_bad_azure_timestamp_and_negative_length(tmp_path: Path) -> None:

@@ -126,3 +126,11 @@ def test_run_column_splits_runs_and_where_selects_one(tmp_path: Path) -> None:
     pd.DataFrame(rows).to_csv(path, index=False)
     tel = read_telemetry(path, where=["run=b"])
     assert list(tel.steps["t_s"]) == [2.0, 3.0] and set(tel.steps["policy"]) == {"pid"}
+
+
+def test_rotated_logs_form_one_run_in_time_order(tmp_path: Path) -> None:
+    old, new = tmp_path / "steps.jsonl.1", tmp_path / "steps.jsonl"
+    old.write_text("\n".join(json.dumps(row(t_s=t)) for t in (0.0, 1.0)) + "\n")
+    new.write_text("\n".join(json.dumps(row(t_s=t)) for t in (2.0, 3.0)) + "\n")
+    tel = read_telemetry([new, old])
+    assert list(tel.steps["t_s"]) == [0.0, 1.0, 2.0, 3.0] and set(tel.steps["run"]) == {"steps"}
