@@ -1,0 +1,92 @@
+"""Certificates: claims a test can check, under stated assumptions, with the numbers.
+
+:func:`certify_pid` checks a feedback design; :func:`certify_policy` re-checks any policy file
+against any plant (that is how a new GPU's model invalidates an old policy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controlkit.certify.certificate import Certificate, Claim, LoopMargins
+from controlkit.certify.checks import (
+    MarginSpec,
+    contraction_claim,
+    loop_margins,
+    margin_claims,
+    memory_claim,
+    pole_claim,
+)
+from controlkit.certify.loop import ControllerSpec
+from controlkit.plant import DesignPlant
+from controlkit.policyfile import PolicyFile
+from identification.errors import PolicyError
+
+__all__ = ["Certificate", "Claim", "ControllerSpec", "LoopMargins", "MarginSpec", "certify_pid",
+           "certify_policy", "certify_static", "loop_margins"]
+
+
+def certify_pid(plant: DesignPlant, ctrl: ControllerSpec, *, spec: MarginSpec | None = None,
+                chol_hint: dict[str, Any] | None = None) -> Certificate:
+    """All claims of a PID loop on ``plant``: poles, margins, contraction, memory safety."""
+    sp = spec or MarginSpec()
+    poles, pole_nums = pole_claim(plant, ctrl)
+    margins, _ = margin_claims(plant, ctrl, sp)
+    contraction, c_nums = contraction_claim(plant, ctrl, chol_hint=chol_hint)
+    memory = memory_claim(plant, plant.b_max)
+    assumptions = _assumptions(plant) | {"phase_margin_deg_required": sp.phase_margin_deg,
+                                         "gain_margin_db_required": sp.gain_margin_db}
+    return Certificate((poles, *margins, contraction, memory), assumptions, pole_nums | c_nums)
+
+
+def certify_static(plant: DesignPlant, batch: int, tpot_slo_s: float | None,
+                   extra: tuple[Claim, ...] = ()) -> Certificate:
+    """Claims of a static operating point: TPOT at the upper slope (if given), memory safety."""
+    claims: list[Claim] = []
+    if tpot_slo_s is not None:
+        y = plant.step_upper_s(batch)
+        claims.append(Claim("tpot_at_upper_slope", y <= tpot_slo_s, y, tpot_slo_s, tpot_slo_s - y, "s",
+                            f"intercept + k_max x {batch}"))
+    return Certificate((*claims, memory_claim(plant, batch), *extra), _assumptions(plant), {})
+
+
+def _assumptions(plant: DesignPlant) -> dict[str, Any]:
+    return {"k_min": plant.k_min, "k_nom": plant.k_nom, "k_max": plant.k_max, "delays": list(plant.delays),
+            "b_min": plant.b_min, "b_max": plant.b_max, "sample_period_s": plant.sample_period_s,
+            "intercept_s": plant.intercept_s, "kv_capacity_blocks": plant.kv_capacity_blocks,
+            "block_size": plant.block_size, "tokens_per_seq": plant.tokens_per_seq,
+            "kv_headroom": plant.kv_headroom, "source": plant.source}
+
+
+def plant_for_policy(pf: PolicyFile, plant: DesignPlant) -> DesignPlant:
+    """The plant to check ``pf`` against: the new model's numbers, the file's bounds and period."""
+    lim = pf.limits
+    try:
+        b_min, b_max = int(lim["b_min"]), int(lim["b_max"])
+    except (KeyError, TypeError, ValueError):
+        raise PolicyError("policy file: 'limits' must hold integers 'b_min' and 'b_max'") from None
+    assume = (pf.certificate or {}).get("assumptions", {})
+    delays = tuple(int(d) for d in assume.get("delays", plant.delays))
+    headroom = float(assume.get("kv_headroom", plant.kv_headroom))
+    return plant.replace(b_min=b_min, b_max=b_max, sample_period_s=pf.sample_period_s, delays=delays,
+                         kv_headroom=headroom)
+
+
+def certify_policy(pf: PolicyFile, plant: DesignPlant) -> Certificate:
+    """Re-check the claims of a policy file against ``plant`` (e.g. from another GPU's model)."""
+    p = plant_for_policy(pf, plant)
+    assume = (pf.certificate or {}).get("assumptions", {})
+    if pf.kind == "pid":
+        ctrl = ControllerSpec.from_dict(dict(pf.params["controller"]))
+        spec = MarginSpec(float(assume.get("phase_margin_deg_required", 60.0)),
+                          float(assume.get("gain_margin_db_required", 6.0)))
+        hint = (pf.certificate or {}).get("numbers", {}).get("lyapunov_chol_by_delay")
+        return certify_pid(p, ctrl, spec=spec, chol_hint=hint)
+    tpot = float(pf.slos.get("tpot_s", 0.0))
+    if pf.kind == "optimal":
+        return certify_static(p, int(pf.params["max_num_seqs"]), tpot)
+    if pf.kind == "mpc":
+        from controlkit.design import mpc_claims
+
+        return certify_static(p, int(pf.params["cap_upper"]), None, mpc_claims(p, pf.params, pf.limits))
+    raise PolicyError(f"policy kind {pf.kind!r} carries no certificate to check (kinds: pid, optimal, mpc)")
