@@ -200,8 +200,8 @@ def observations_from_samples(
     """Observations derived from sampled counters, one per usable sampling interval.
 
     An interval between consecutive rows of one run is used when time advances, no counter
-    decreases (no reset), tokens were generated, and the running gauge is steady: the two
-    end points differ by at most ``max(1, max_running_change·running)``.
+    decreases (no reset), tokens were generated, and the running gauge is steady: both end
+    points are at least 1 and differ by at most ``max(1, max_running_change·running)``.
 
     Parameters
     ----------
@@ -244,7 +244,7 @@ def observations_from_samples(
     batch = 0.5 * (r0 + r1)
     d_gen = deltas["generation_tokens_total"]
     steady = np.abs(r1 - r0) <= np.maximum(1.0, max_running_change * np.maximum(r0, r1))
-    ok &= steady & (batch > 0) & (d_gen > 0)
+    ok &= steady & (np.minimum(r0, r1) >= 1) & (d_gen > 0)
     idx = np.flatnonzero(ok)
     b = batch[idx]
     steps = d_gen[idx] / b

@@ -6,8 +6,9 @@ tokens needs ``ceil(t / block_size)`` blocks.  From telemetry the model estimate
 * ``capacity_blocks_``: the cache size (``kv_blocks_total`` in step records, ``num_gpu_blocks``
   joined from a run index for sampled metrics);
 * ``blocks_per_seq_``: KV blocks held per running sequence in the observed workload, a
-  batch-weighted ratio of blocks in use to running sequences over steady, preemption-free
-  intervals that are not saturated (usage below 97 % of capacity);
+  batch-weighted ratio of blocks in use to running sequences over steady intervals that are
+  not saturated (usage below 97 % of capacity), in runs that never preempted (when any did
+  not: a run that preempts is past the onset and its sequences are cut short);
 * ``blocks_per_token_``: regressed from blocks in use against context tokens in flight where
   step records carry ``num_context_tokens``; where only usage *fractions* are known (sampled
   metrics) it is taken as ``1 / block_size`` (paged attention's layout), and
@@ -109,6 +110,10 @@ class MemoryModel:
         used = obs.kv_blocks_used
         ok = np.isfinite(used) & (used > 0) & (obs.batch >= 1) & ~(obs.num_preempted > 0)
         ok &= used < _SATURATED * capacity
+        preempted_runs = np.unique(obs.group[obs.num_preempted > 0])
+        clean = ok & ~np.isin(obs.group, preempted_runs)
+        if clean.any():  # runs that preempted are past the onset: not the workload's steady state
+            ok = clean
         if not ok.any():
             raise TelemetryError("no step or interval with KV blocks in use below saturation; "
                                  "expected 'kv_blocks_used' or 'kv_cache_usage_perc'", field="kv_blocks_used")

@@ -71,10 +71,13 @@ class PlantModel:
             "meta": dict(self.meta),
         }
 
+    def to_json(self) -> str:
+        """Return the model file's text: strict JSON (NaN written as ``null``)."""
+        return json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n"
+
     def save(self, path: str | Path) -> None:
         """Write the model file (``controlkit.model/1`` JSON)."""
-        text = json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False)
-        Path(path).write_text(text + "\n", encoding="utf-8")
+        Path(path).write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, path: str = "<memory>") -> PlantModel:
