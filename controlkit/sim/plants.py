@@ -66,8 +66,11 @@ class Plant:
         Prefill-only step cost ``base + per_token * tokens`` (seconds); in a mixed step only
         the per-token part is added to the decode time.
     context_s_per_token
-        Extra seconds per context token held by the running batch (0 when the decode table
-        already includes attention at the measured context mix).
+        Seconds per context token held by the running batch (attention reads the KV cache).
+    context_ref_tokens
+        Context tokens held at each measured point (aligned with ``decode_batch``): the
+        decode table already includes attention over them, so only the difference
+        ``num_context_tokens - ref(b)`` is charged.  Empty: reference 0.
     idle_s_per_seq
         Extra seconds per running request that a step does not compute (stalled decodes in
         a prefill-only step).
@@ -97,10 +100,12 @@ class Plant:
     max_num_seqs_default: int = 256
     max_batched_tokens_default: int = 8192
     context_s_per_token: float = 0.0
+    context_ref_tokens: tuple[float, ...] = ()
     idle_s_per_seq: float = 0.0
     chunked_prefill: bool = True
     source: str = ""
     _lut: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    _ctx_lut: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         xs, ys = self.decode_batch, self.decode_step_s
@@ -126,6 +131,14 @@ class Plant:
         lut = np.maximum(lut, 0.05 * min(ys))
         lut[0] = 0.0
         object.__setattr__(self, "_lut", tuple(float(v) for v in lut))
+        if self.context_ref_tokens:
+            if len(self.context_ref_tokens) != len(xs):
+                raise ControlkitError(f"plant {self.name!r}: context_ref_tokens must align with decode_batch")
+            ref = np.interp(grid, np.asarray(xs, float), np.asarray(self.context_ref_tokens, float))
+            per_seq = self.context_ref_tokens[-1] / xs[-1]
+            ref[above] = self.context_ref_tokens[-1] + per_seq * (grid[above] - xs[-1])
+            ref[below] = grid[below] * (self.context_ref_tokens[0] / xs[0])
+            object.__setattr__(self, "_ctx_lut", tuple(float(v) for v in ref))
 
     @property
     def batch_range(self) -> tuple[float, float]:
@@ -164,7 +177,9 @@ class Plant:
         else:
             return 0.0
         if self.context_s_per_token:
-            t += self.context_s_per_token * num_context_tokens
+            ref = self._ctx_lut
+            extra = num_context_tokens - (ref[num_decode_seqs] if num_decode_seqs < len(ref) else 0.0)
+            t = max(0.5 * t, t + self.context_s_per_token * extra)
         if num_idle_seqs:
             t += self.idle_s_per_seq * num_idle_seqs
         return t
@@ -209,37 +224,6 @@ def _decode_table(model: str, idx: pd.DataFrame, ss: pd.DataFrame) -> tuple[tupl
     return tuple(float(v) for v in x[keep]), tuple(float(v) for v in y[keep])
 
 
-def _prefill_overheads(
-    model: str, idx: pd.DataFrame, ss: pd.DataFrame, c_s_per_token: float
-) -> tuple[float, float]:
-    """Fit the prefill-step fixed cost and the per-stalled-request cost of one model.
-
-    In steady state with ``N`` running, the wall time per decode iteration ``W(N)``
-    (``est_wall_ms_per_step``) exceeds the pure decode step ``ITL(N)`` by the prefill steps
-    that replace finished requests.  With ``L`` the mean output length, completions per
-    decode step are about Poisson(``N/L``), so a prefill step follows a fraction
-    ``f = 1 - exp(-N/L)`` of the decode steps and costs ``a + k*N + c*tokens``.  Solving
-    ``W - ITL - c*(N/L)*prompt_mean = f*a + f*N*k`` by non-negative least squares (residuals
-    relative to ``W``) over the runs without preemption gives ``(a, k)``.
-    """
-    from scipy.optimize import nnls
-
-    runs = idx[idx["model"] == model].merge(
-        ss[["model", "max_num_seqs", "samples", "est_wall_ms_per_step", "preemptions_total"]],
-        on=["model", "max_num_seqs"], how="left")
-    runs = runs[(runs["samples"] >= 20) & (runs["preemptions_total"] == 0)]
-    out_mean = float(runs["total_output_tokens"].iloc[0]) / float(runs["completed"].iloc[0])
-    prompt_mean = float(runs["total_input_tokens"].iloc[0]) / float(runs["completed"].iloc[0])
-    n = runs["max_num_seqs"].to_numpy(float)
-    f = 1.0 - np.exp(-n / out_mean)
-    gap = (runs["est_wall_ms_per_step"] - runs["median_itl_ms"]).to_numpy(float) / 1000.0
-    y = gap - c_s_per_token * (n / out_mean) * prompt_mean
-    wall = runs["est_wall_ms_per_step"].to_numpy(float) / 1000.0
-    design = np.column_stack([f, f * n]) / wall[:, None]  # relative residuals: every N counts alike
-    (a, k), _ = nnls(design, y / wall)
-    return float(a), float(k)
-
-
 def vllm_h100_plant(model: str, data_dir: Path | None = None) -> Plant:
     """The measured vLLM 0.5.2 plant on the 64 GB H100 of the BCA runs.
 
@@ -253,6 +237,10 @@ def vllm_h100_plant(model: str, data_dir: Path | None = None) -> Plant:
       the steady-state wall time per decode iteration and the ITL (see
       :func:`_prefill_overheads`).  These are fitted on the same runs the fidelity replay
       compares against; the replay validates the engine dynamics, not an independent plant.
+    * Context: not modelled separately; the table holds attention at the measured ShareGPT
+      context mix.  (Charging the deviation from the steady-state context at the A100
+      attention cost per KV byte made the replay worse, so it is left out; see
+      docs/simulator.md.)
     * KV capacity: ``num_gpu_blocks`` of the run at ``max_num_seqs=1``.
 
     Parameters
