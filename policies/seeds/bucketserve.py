@@ -42,6 +42,9 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+import numpy.typing as npt
+
 from controlkit.contract import BatchLimits, BatchPolicy, Observation
 from controlkit.policyfile import PolicyFile
 from policies.registry import PolicyContext, register
@@ -86,33 +89,27 @@ class BucketServePolicy:
         self.edges: list[int] = [0, self.l_max]  # bucket k is [edges[k], edges[k+1])
         self._last_n_max: int | None = None
 
-    def _bucket_of(self, length: int) -> int:
-        for k in range(len(self.edges) - 1):
-            if length < self.edges[k + 1]:
-                return k
-        return len(self.edges) - 2
+    def _bucket_index(self, arr: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+        # bucket k is [edges[k], edges[k+1]); prompts >= L_max go to the last bucket
+        idx = np.searchsorted(np.asarray(self.edges), arr, side="right") - 1
+        return np.minimum(idx, len(self.edges) - 2)
 
-    def _rebucket(self, lengths: tuple[int, ...], n_max: int) -> None:
-        if len(lengths) < n_max:
+    def _rebucket(self, arr: npt.NDArray[np.int64], n_max: int) -> None:
+        if arr.size < n_max:
             self.edges = [0, self.l_max]
             return
+        edges = np.asarray(self.edges)
+        k_of = self._bucket_index(arr)
+        mids = (edges[:-1] + edges[1:]) // 2
+        count = np.bincount(k_of, minlength=len(mids))
+        below = np.bincount(k_of, weights=(arr < mids[k_of]), minlength=len(mids))
         new_edges = [self.edges[0]]
         for k in range(len(self.edges) - 1):
-            lo, up = self.edges[k], self.edges[k + 1]
-            members = [s for s in lengths if self._bucket_of(s) == k]
-            mid = (lo + up) // 2
-            below = sum(1 for s in members if s < mid)
-            if lo < mid < up and len(members) > n_max and below > 0.5 * len(members):
+            lo, up, mid = self.edges[k], self.edges[k + 1], int(mids[k])
+            if lo < mid < up and count[k] > n_max and below[k] > 0.5 * count[k]:
                 new_edges.append(mid)
             new_edges.append(up)
         self.edges = new_edges
-
-    def _inner_order(self, idx: list[int], lengths: tuple[int, ...]) -> list[int]:
-        if self.params.priority == "sjf":
-            return sorted(idx, key=lambda i: (lengths[i], i))
-        if self.params.priority == "ljf":
-            return sorted(idx, key=lambda i: (-lengths[i], i))
-        return idx
 
     def decide(self, observation: Observation) -> BatchLimits:
         """Re-bucket the waiting queue and admit one bucket's safe batch."""
@@ -121,28 +118,32 @@ class BucketServePolicy:
         block = o.block_size if o.block_size > 0 else self._ctx.block_size
         total = o.kv_blocks_total if o.kv_blocks_total > 0 else self._ctx.kv_blocks_total
         m_safe = p.mem_safe_fraction * max(total - o.kv_blocks_used, 0) * block
-        lengths = o.waiting_prompt_tokens
-        if not lengths:
+        if not o.waiting_prompt_tokens:
             extra = self._last_n_max if self._last_n_max is not None else ceiling
             return BatchLimits(clamp(o.num_running + extra, 1, ceiling))
-        s_avg = max(sum(lengths) / len(lengths), 1.0)
+        arr = np.asarray(o.waiting_prompt_tokens, dtype=np.int64)
+        s_avg = max(float(arr.mean()), 1.0)
         n_max = math.floor(m_safe / s_avg)
         self._last_n_max = n_max
-        self._rebucket(lengths, n_max)
-        buckets: dict[int, list[int]] = {}
-        for i, s in enumerate(lengths):
-            buckets.setdefault(self._bucket_of(s), []).append(i)
-        # Buckets ordered by their oldest member (smallest queue index); the first is served.
-        ordered = sorted(buckets.values(), key=lambda idx: idx[0])
-        order: list[int] = []
-        for idx in ordered:
-            order.extend(self._inner_order(idx, lengths))
-        served = ordered[0]
-        s_max = max(max(lengths[i] for i in served), 1)
+        self._rebucket(arr, n_max)
+        k_of = self._bucket_index(arr)
+        # Buckets ranked by their oldest member (smallest queue index); rank 0 is served.
+        first_seen = np.full(len(self.edges) - 1, arr.size)
+        np.minimum.at(first_seen, k_of, np.arange(arr.size))
+        rank = np.argsort(np.argsort(first_seen, kind="stable"), kind="stable")[k_of]
+        position = np.arange(arr.size)
+        if p.priority == "sjf":
+            order = np.lexsort((position, arr, rank))
+        elif p.priority == "ljf":
+            order = np.lexsort((position, -arr, rank))
+        else:
+            order = np.lexsort((position, rank))
+        served = rank == 0
+        s_max = max(int(arr[served].max()), 1)
         n_b = math.floor(m_safe / s_max)
-        batch = min(len(served), n_b)
+        batch = min(int(served.sum()), n_b)
         tokens = clamp(n_b * s_max, 1, self._ctx.max_batched_tokens) if p.token_budget else None
-        return BatchLimits(clamp(o.num_running + batch, 1, ceiling), tokens, tuple(order))
+        return BatchLimits(clamp(o.num_running + batch, 1, ceiling), tokens, tuple(order.tolist()))
 
 
 def _factory(pf: PolicyFile, ctx: PolicyContext) -> BatchPolicy:

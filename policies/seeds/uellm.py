@@ -117,11 +117,12 @@ class UellmPolicy:
         p = self.params
         lengths = observation.waiting_prompt_tokens
         n = len(lengths)
-        keys = []
-        for i, prompt in enumerate(lengths):
-            age = observation.oldest_wait_s * (1.0 - i / (n - 1)) if n > 1 else observation.oldest_wait_s
-            keys.append((p.a * (p.slo_s - age) + p.b * p.output_ratio * prompt, i))
-        return [i for _, i in sorted(keys)]
+        oldest = observation.oldest_wait_s
+        step = oldest / (n - 1) if n > 1 else 0.0
+        coef = p.b * p.output_ratio
+        # age_i = oldest - i * step (linear from the head to the tail of the queue)
+        keys = [p.a * (p.slo_s - (oldest - i * step)) + coef * prompt for i, prompt in enumerate(lengths)]
+        return sorted(range(n), key=keys.__getitem__)
 
     def decide(self, observation: Observation) -> BatchLimits:
         """Group the waiting queue and admit the head group (see the module docstring)."""
@@ -133,7 +134,8 @@ class UellmPolicy:
                 return BatchLimits(clamp(o.num_running, 1, ceiling))
             return BatchLimits(clamp(o.num_running + p.group_cap, 1, ceiling))
         order = self.sorted_queue(o)
-        predicted = [p.output_ratio * o.waiting_prompt_tokens[i] for i in order]
+        # Only the head group is admitted: group the first group_cap + 1 sorted requests.
+        predicted = [p.output_ratio * o.waiting_prompt_tokens[i] for i in order[: p.group_cap + 1]]
         head = form_groups(predicted, cap=p.group_cap, threshold=p.threshold, overhead=p.overhead)[0]
         cap = o.num_running + len(head)
         if wave:
