@@ -57,6 +57,7 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
     requests_out: Any = None,
     record_steps: bool = False,
     chunked_prefill: bool = True,
+    check_invariants: bool = False,
 ) -> SimResult:
     """Run ``policy`` on ``plant`` under ``workload`` in closed loop.
 
@@ -88,6 +89,10 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
         Keep per-step records in :attr:`SimResult.steps`.
     chunked_prefill
         vLLM v1 chunked prefill (default) or vLLM 0.5 prefill-only steps.
+    check_invariants
+        Verify after every step (O(running), for tests) that blocks are conserved and that
+        admissions never pushed the running count above the cap in force; raises
+        ``AssertionError`` otherwise.
 
     Examples
     --------
@@ -285,6 +290,7 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
 
         # ---- schedule
         num_pre = 0
+        admitted_n = 0
         pf_tokens = 0
         done_pf: list[int] = []
         admit_ok = True
@@ -319,6 +325,7 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
                     running[rid] = None
                     pf_tokens += need
                     ctx_total += need
+                    admitted_n += 1
                     done_pf.append(rid)
             is_decode_step = not done_pf
         if is_decode_step:
@@ -400,12 +407,16 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
                     running[rid] = None
                     pf_tokens += chunk
                     ctx_total += chunk
+                    admitted_n += 1
                     rem -= chunk
                     if chunk >= need:
                         done_pf.append(rid)
                     else:
                         prefilling.append(rid)
         dec_now = n_dec if is_decode_step else 0
+        if check_invariants and admitted_n:
+            assert len(running) <= cap, f"admissions pushed running to {len(running)} above the cap {cap}"
+            assert num_pre == 0, "a request was admitted in a step that preempted"
         if dec_now == 0 and pf_tokens == 0:
             if num_pre:  # everything runnable was preempted: schedule again from the freed cache
                 continue
@@ -425,9 +436,9 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
         last_fin = 0
         for rid in done_pf:
             if computed[rid] == target[rid] and not decoding[rid]:
-                running_before = len(running)
+                n_before = len(running)
                 prefill_done(rid, t)
-                if len(running) < running_before:
+                if len(running) < n_before:
                     last_fin += 1
         if is_decode_step:
             fins = fin_ev.pop(dcount, None)
@@ -448,6 +459,11 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
                 itl = (t - t_last_dec) if (t_last_dec >= 0 and not chunked_prefill) else dt
                 t_last_dec = t
         used = total_blocks - free
+        if check_invariants:
+            held = sum(blocks[r] for r in running)
+            assert held == used and 0 <= free <= total_blocks, f"blocks not conserved: {held} != {used}"
+            assert all(blocks[r] == 0 for r in waiting), "a waiting request holds blocks"
+            assert len(set(waiting)) == len(waiting) and not set(waiting) & set(running), "request duplicated"
         kv_used.append(used)
         kv_dt.append(dt)
         if rec is not None:

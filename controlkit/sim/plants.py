@@ -224,6 +224,37 @@ def _decode_table(model: str, idx: pd.DataFrame, ss: pd.DataFrame) -> tuple[tupl
     return tuple(float(v) for v in x[keep]), tuple(float(v) for v in y[keep])
 
 
+def _prefill_overheads(
+    model: str, idx: pd.DataFrame, ss: pd.DataFrame, c_s_per_token: float
+) -> tuple[float, float]:
+    """Fit the prefill-step fixed cost and the per-stalled-request cost of one model.
+
+    In steady state with ``N`` running, the wall time per decode iteration ``W(N)``
+    (``est_wall_ms_per_step``) exceeds the pure decode step ``ITL(N)`` by the prefill steps
+    that replace finished requests.  With ``L`` the mean output length, completions per
+    decode step are about Poisson(``N/L``), so a prefill step follows a fraction
+    ``f = 1 - exp(-N/L)`` of the decode steps and costs ``a + k*N + c*tokens``.  Solving
+    ``W - ITL - c*(N/L)*prompt_mean = f*a + f*N*k`` by non-negative least squares (residuals
+    relative to ``W``) over the runs without preemption gives ``(a, k)``.
+    """
+    from scipy.optimize import nnls
+
+    runs = idx[idx["model"] == model].merge(
+        ss[["model", "max_num_seqs", "samples", "est_wall_ms_per_step", "preemptions_total"]],
+        on=["model", "max_num_seqs"], how="left")
+    runs = runs[(runs["samples"] >= 20) & (runs["preemptions_total"] == 0)]
+    out_mean = float(runs["total_output_tokens"].iloc[0]) / float(runs["completed"].iloc[0])
+    prompt_mean = float(runs["total_input_tokens"].iloc[0]) / float(runs["completed"].iloc[0])
+    n = runs["max_num_seqs"].to_numpy(float)
+    f = 1.0 - np.exp(-n / out_mean)
+    gap = (runs["est_wall_ms_per_step"] - runs["median_itl_ms"]).to_numpy(float) / 1000.0
+    y = gap - c_s_per_token * (n / out_mean) * prompt_mean
+    wall = runs["est_wall_ms_per_step"].to_numpy(float) / 1000.0
+    design = np.column_stack([f, f * n]) / wall[:, None]  # relative residuals: every N counts alike
+    (a, k), _ = nnls(design, y / wall)
+    return float(a), float(k)
+
+
 def vllm_h100_plant(model: str, data_dir: Path | None = None) -> Plant:
     """The measured vLLM 0.5.2 plant on the 64 GB H100 of the BCA runs.
 
@@ -331,5 +362,3 @@ def load_plant(name_or_path: str | Path, *, data_dir: Path | None = None) -> Pla
                           "splitwise-<gpu>-tp<k>")
 
 
-def _as_tuple(values: Sequence[float]) -> tuple[float, ...]:
-    return tuple(float(v) for v in values)
