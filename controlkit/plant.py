@@ -161,6 +161,7 @@ class DesignPlant:
         kv_headroom: float = 0.05,
         tokens_per_seq: float | None = None,
         extrapolate: bool = False,
+        source: str = "",
     ) -> DesignPlant:
         """Collect the design numbers from an identified ``PlantModel``.
 
@@ -183,6 +184,8 @@ class DesignPlant:
             workload, else the latency model's typical context.
         extrapolate
             Allow ``b_max`` beyond the latency model's validity range.
+        source
+            Provenance (the model file's path) recorded in the certificate assumptions.
         """
         lat, mem, wl = model.latency, model.memory, getattr(model, "workload", None)
         k_lo, k_hi = (float(x) for x in lat.slope_interval_)
@@ -221,5 +224,5 @@ class DesignPlant:
             output_tokens_mean=output,
             arrival_rate_per_s=rate,
             prefill_s_per_token=prefill,
-            source=str(getattr(model, "source_", "") or ""),
+            source=source,
         )

@@ -1,0 +1,77 @@
+"""``controlkit design``: a certified batch-size controller from a model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from controlkit.design import Design, design_mpc, design_optimal, design_pid
+from controlkit.filters import FilterSpec
+from controlkit.plant import DesignPlant
+from identification.plant import load_model
+
+__all__ = ["command", "summary"]
+
+
+def summary(d: Design) -> str:
+    """Gains or operating point, margins and the certificate, as printed by the command."""
+    op = d.operating_point
+    lines = [f"controller: {d.kind}   SLOs: " + ", ".join(f"{k}={v:g}" for k, v in d.slos.items()),
+             f"plant: slope [{d.plant.k_min:.3g}, {d.plant.k_max:.3g}] s/seq, intercept {d.plant.intercept_s:.3g} s, "
+             f"delays {list(d.plant.delays)}, cap range [{d.plant.b_min}, {d.plant.b_max}]",
+             f"operating point: batch {op.batch} ({op.binding} binds), max_batched_tokens {op.max_batched_tokens}, "
+             f"step at upper slope {op.step_upper_s:.4g} s, predicted TTFT {op.ttft_pred_s:.3g} s"]
+    if not op.ttft_feasible:
+        lines.append("load: INFEASIBLE - the TTFT SLO cannot be met at the TPOT-feasible batch; "
+                     f"priority={d.params.get('priority', 'tpot')} decides which SLO wins")
+    if d.controller is not None:
+        c = d.controller
+        lines.append(f"gains: kp={c.kp:.4g} seq/s  ki={c.ki:.4g} seq/s^2  kd={c.kd:.4g}  period {c.sample_period_s:.4g} s "
+                     f"setpoint {d.params['setpoint_s']:.4g} s  filter {c.filter.kind}  rate {c.rate_limit}/decision")
+    lines.append(d.certificate.summary())
+    return "\n".join(lines)
+
+
+@click.command(name="design")
+@click.argument("model_path", metavar="MODEL.json", type=click.Path(dir_okay=False))
+@click.option("--tpot-slo-s", type=float, required=True, help="TPOT / ITL SLO in seconds.")
+@click.option("--ttft-slo-s", type=float, default=None, help="TTFT SLO in seconds.")
+@click.option("--controller", type=click.Choice(["pid", "optimal", "mpc"]), default="pid", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Policy file to write.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Design plots (PNG).")
+@click.option("--allow-uncertified", is_flag=True, help="Write the file even if a claim fails (marked).")
+@click.option("--tuning", type=click.Choice(["robust", "simc"]), default="robust", show_default=True)
+@click.option("--filter", "filter_kind", type=click.Choice(["ema", "quantile", "none"]), default="ema",
+              show_default=True)
+@click.option("--delays", default="1,2", show_default=True, help="Measurement delays to certify (decisions).")
+@click.option("--priority", type=click.Choice(["tpot", "ttft"]), default="tpot", show_default=True,
+              help="Which SLO wins in overload.")
+@click.option("--rate-limit", type=int, default=8, show_default=True, help="Cap change per decision.")
+@click.option("--b-max", type=int, default=None, help="Upper cap (default: memory-safe, within validity).")
+def command(model_path: str, tpot_slo_s: float, ttft_slo_s: float | None, controller: str, output: str,
+            plot: str | None, allow_uncertified: bool, tuning: str, filter_kind: str, delays: str,
+            priority: str, rate_limit: int, b_max: int | None) -> None:
+    """Design a certified controller from MODEL.json and write a controlkit.policy/1 file."""
+    try:
+        delay_t = tuple(int(x) for x in delays.split(","))
+    except ValueError:
+        raise click.BadParameter(f"--delays {delays!r}: expected integers like '1,2'") from None
+    model = load_model(model_path)
+    plant = DesignPlant.from_model(model, delays=delay_t, b_max=b_max, source=str(model_path))
+    if controller == "pid":
+        d = design_pid(plant, tpot_slo_s, ttft_slo_s, method=tuning, filter=FilterSpec(filter_kind),
+                       priority=priority, rate_limit=rate_limit)
+    elif controller == "optimal":
+        d = design_optimal(plant, tpot_slo_s, ttft_slo_s)
+    else:
+        d = design_mpc(plant, tpot_slo_s, ttft_slo_s, rate_limit=rate_limit)
+    click.echo(summary(d))
+    pf = d.to_policy_file(allow_uncertified=allow_uncertified)
+    pf.save(output)
+    if plot:
+        from controlkit.plots import design_plots
+
+        design_plots(d, Path(plot))
+        click.echo(f"plots: {plot}")
+    click.echo(f"wrote {output}" + ("  (UNCERTIFIED)" if pf.uncertified else ""))
