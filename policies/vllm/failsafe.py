@@ -78,9 +78,12 @@ def fault_counter() -> Any:
     if existing is not None:
         return existing
     try:
-        return Counter(FAULT_METRIC, "Runtime policy faults contained by the controlkit hook.", ["kind"])
+        counter = Counter(FAULT_METRIC, "Runtime policy faults contained by the controlkit hook.", ["kind"])
     except ValueError:  # created concurrently in this process
         return REGISTRY._names_to_collectors.get(FAULT_METRIC)
+    for kind in FAULT_KINDS:  # expose every kind at 0 so dashboards see the series
+        counter.labels(kind=kind)
+    return counter
 
 
 def _is_policy_object(source: object) -> bool:
