@@ -176,6 +176,7 @@ class SimBackend:
             specs=specs,
             errors=errors,
             notes=notes,
+            max_batched_tokens=int(plant.max_batched_tokens_default),
         )
 
     def _bca(self, plant: Any, tpot_s: float, ceiling: int) -> tuple[str, dict[str, Any]]:
@@ -349,7 +350,7 @@ def _identify(steps: Path) -> Any:
     import identification
 
     telemetry = identification.read_telemetry(steps)
-    return identification.identify(telemetry)  # type: ignore[attr-defined]
+    return identification.identify(telemetry)
 
 
 def _save_model(model: Any, path: Path) -> None:
@@ -375,9 +376,13 @@ def _model_summary(model: Any) -> dict[str, Any]:
 
 
 def _run_cli(args: list[str], sink: list[str]) -> tuple[str, int]:
+    """Run a ``controlkit`` command in-process; any crash becomes exit code 1 and its text."""
     from controlkit.cli import main
 
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), _recorded_warnings(sink):
-        code = main(args)
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), _recorded_warnings(sink):
+            code = main(args)
+    except Exception as exc:
+        return f"{buf.getvalue()}{type(exc).__name__}: {exc}", 1
     return buf.getvalue(), code

@@ -98,9 +98,9 @@ def is_non_stationary(workload: str) -> bool:
     return workload.startswith(NON_STATIONARY_PREFIXES)
 
 
-def static_label(cap: int) -> str:
-    """Label of the static-sweep cell with admission cap ``cap`` (``"static-64"``)."""
-    return f"static-{cap}"
+def static_label(cap: int, token_budget: int | None = None) -> str:
+    """Label of a static-sweep cell: ``"static-64"``, or ``"static-64-t512"`` with a token budget."""
+    return f"static-{cap}" if token_budget is None else f"static-{cap}-t{token_budget}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +144,9 @@ class BenchGrid:
     static_caps
         Admission caps of the static sweep from which the best static in hindsight is
         chosen (vLLM ``max_num_seqs``).  The plant's default cap is always added.
+    static_token_budgets
+        Per-step token budgets (vLLM ``max_num_batched_tokens``) swept with every cap, as
+        vLLM's ``auto_tune`` does; the engine's default budget is always included.
     num_requests
         Requests per cell (caps the cost of a cell).
     horizon_s
@@ -161,6 +164,7 @@ class BenchGrid:
     loads: tuple[float, ...]
     policies: tuple[str, ...] = DEFAULT_POLICIES
     static_caps: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+    static_token_budgets: tuple[int, ...] = (512, 2048)
     num_requests: int = 600
     horizon_s: float = 600.0
     seed: int = 0
@@ -173,8 +177,11 @@ class BenchGrid:
                 raise PolicyError(f"BenchGrid.{name} is empty; give at least one")
         if any(not (x > 0) for x in self.loads):
             raise PolicyError(f"load factors must be > 0, got {self.loads}")
-        if any(c < 1 for c in self.static_caps):
-            raise PolicyError(f"static caps must be >= 1, got {self.static_caps}")
+        if any(c < 1 for c in (*self.static_caps, *self.static_token_budgets)):
+            raise PolicyError(
+                f"static caps and token budgets must be >= 1, got {self.static_caps}, "
+                f"{self.static_token_budgets}"
+            )
         if self.num_requests < 1 or self.id_num_requests < 1:
             raise PolicyError("num_requests and id_num_requests must be >= 1")
         if not self.horizon_s > 0:
@@ -206,6 +213,8 @@ class PlantSetup:
         vLLM's default ``max_num_seqs`` on this plant's GPU.
     max_num_seqs
         The engine ceiling given to the simulator and to policies.
+    max_batched_tokens
+        The engine's default per-step token budget (0 when unknown).
     nominal_rate_req_s
         Workload -> its nominal arrival rate on this plant (load factor 1.0), requests/s.
     native_rate_req_s
@@ -230,6 +239,7 @@ class PlantSetup:
     specs: Mapping[str, str | Mapping[str, Any]]
     errors: Mapping[str, str] = field(default_factory=dict)
     notes: Mapping[str, Any] = field(default_factory=dict)
+    max_batched_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +380,15 @@ def expand_cells(grid: BenchGrid, setups: Mapping[str, PlantSetup]) -> list[Cell
         if grid.needs_static_sweep:
             for cap in _sweep_caps(grid, setup):
                 labels.append((static_label(cap), f"static:max_num_seqs={cap}", ""))
+                for budget in grid.static_token_budgets:
+                    if budget != setup.max_batched_tokens:
+                        labels.append(
+                            (
+                                static_label(cap, budget),
+                                f"static:max_num_seqs={cap},max_num_batched_tokens={budget}",
+                                "",
+                            )
+                        )
         for workload in grid.workloads:
             for load in grid.loads:
                 wl_spec, rate_scale, wl_error = _materialize(workload, load, setup, grid.num_requests)
@@ -416,6 +435,7 @@ QUICK_GRID = BenchGrid(
     workloads=("azure-conv", "step:0.5:1.5"),
     loads=(0.6, 1.2),
     static_caps=(32, 128),
+    static_token_budgets=(512,),
     num_requests=120,
     horizon_s=120.0,
     id_num_requests=200,

@@ -12,6 +12,8 @@ Examples
 --------
 >>> parse_static_cap("static-128")
 128
+>>> parse_static_cap("static-64-t512")
+64
 >>> parse_static_cap("pang-a1") is None
 True
 """
@@ -29,10 +31,11 @@ __all__ = ["best_static_in_hindsight", "parse_static_cap", "static_default_from_
 
 
 def parse_static_cap(label: str) -> int | None:
-    """Return the cap of a static-sweep label (``"static-64"`` -> 64), else ``None``."""
+    """Return the cap of a static-sweep label (``"static-64"``, ``"static-64-t512"`` -> 64), else ``None``."""
     prefix, _, tail = label.partition("-")
-    if prefix == "static" and tail.isdigit():
-        return int(tail)
+    cap, _, budget = tail.partition("-t")
+    if prefix == "static" and cap.isdigit() and (not budget or budget.isdigit()):
+        return int(cap)
     return None
 
 

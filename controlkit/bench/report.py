@@ -69,7 +69,9 @@ def _setup_section(results: BenchResults) -> list[str]:
         f"- SLOs per plant: TPOT p99 ≤ {g.slo.tpot_factor:g} × the batch-1 decode step; TTFT p99 ≤ "
         f"max({g.slo.ttft_s:g} s, {g.slo.ttft_prefill_factor:g} × one full prefill chunk).",
         f"- Best static in hindsight: the best of the static caps {', '.join(map(str, g.static_caps))} "
-        "(and the default) at each operating point, chosen on the result (an oracle).",
+        f"(and the default), each with the engine's token budget and with "
+        f"{', '.join(map(str, g.static_token_budgets)) or 'no other'} tokens per step, "
+        "at each operating point, chosen on the result (an oracle, like vLLM's auto_tune).",
         "",
     ]
     rows = []

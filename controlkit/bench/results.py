@@ -159,7 +159,7 @@ class BenchResults:
             raise ControlkitError(f"not a {RESULTS_SCHEMA} document (schema={doc.get('schema')!r})")
         g = dict(doc["grid"])
         g["slo"] = SLOSpec(**g["slo"])
-        for key in ("plants", "workloads", "loads", "policies", "static_caps"):
+        for key in ("plants", "workloads", "loads", "policies", "static_caps", "static_token_budgets"):
             g[key] = tuple(g[key])
         cells = [
             CellResult(
