@@ -119,7 +119,8 @@ class SimBackend:
         chunk_s = float(plant.step_s(0, int(plant.max_batched_tokens_default)))
         ttft_s = max(grid.slo.ttft_s, grid.slo.ttft_prefill_factor * chunk_s)
         default_cap = int(plant.max_num_seqs_default)
-        ceiling = max([default_cap, *grid.static_caps])
+        # the engine ceiling: vLLM's default, raised to the largest swept cap the measured table covers
+        ceiling = max(default_cap, min(max(grid.static_caps), int(plant.batch_range[1])))
         notes: dict[str, Any] = {"plant_source": getattr(plant, "source", ""), "warnings": []}
         nominal: dict[str, float] = {}
         native: dict[str, float] = {}
