@@ -296,8 +296,11 @@ class FormFit:
             else:
                 rows = rng.integers(0, fd.batch.size, min(fd.batch.size, max_rows))
             sub = fd.take(rows)
-            fit = _fit(self.form, sub, self.theta, loss, threshold, self.scale, covariance=False)
-            draws.append(fit.theta)
+            ref = float(np.median(fd.step_s))
+            unit = _time_units(self.form, len(self.extras), ref)
+            sub = replace(sub, step_s=sub.step_s / ref)
+            fit = _fit(self.form, sub, self.theta / unit, loss, threshold, self.scale / ref, covariance=False)
+            draws.append(fit.theta * unit)
         kind = "cluster" if clustered else "row"
         return replace(self, boot=np.array(draws),
                        method=f"bootstrap ({n_boot} {kind} resamples of <= {max_rows} rows)")
@@ -358,14 +361,27 @@ def _init(form: str, fd: FitData) -> FloatArray:
 
 
 def fit_form(form: str, fd: FitData, loss: str, threshold: float, *, covariance: bool) -> FormFit:
-    """Fit one form robustly; with ``covariance`` also compute its sandwich covariance."""
-    theta0 = _init(form, fd)
+    """Fit one form robustly; with ``covariance`` also compute its sandwich covariance.
+
+    The fit runs on step times divided by their median, so it is exactly equivariant to a
+    change of time units; the results are scaled back.
+    """
+    ref = float(np.median(fd.step_s))
+    unit = _time_units(form, len(fd.extras), ref)
+    scaled = replace(fd, step_s=fd.step_s / ref)
+    theta0 = _init(form, scaled)
     shell = FormFit(form, fd.extras, theta0, np.zeros((0, 0)), 0, 1.0, "")
-    scale = robust_scale(fd.step_s - shell.predict(fd))
-    fit = _fit(form, fd, theta0, loss, threshold, scale, covariance=covariance)
+    scale = robust_scale(scaled.step_s - shell.predict(scaled))
+    fit = _fit(form, scaled, theta0, loss, threshold, scale, covariance=covariance)
     kind = "cluster-robust over runs" if fit.clustered else "row-level HC1"
-    return FormFit(form, fd.extras, fit.theta, fit.cov, fit.dof, scale, f"sandwich covariance ({kind})",
-                   fit.singular)
+    return FormFit(form, fd.extras, fit.theta * unit, fit.cov * np.outer(unit, unit), fit.dof, scale * ref,
+                   f"sandwich covariance ({kind})", fit.singular)
+
+
+def _time_units(form: str, n_extras: int, ref: float) -> FloatArray:
+    """Per-parameter multiplier from unit-free to seconds (the knee is in sequences)."""
+    n = (2 if form == "affine" else 3) + n_extras
+    return np.r_[np.full(n, ref), [1.0] if form == "knee" else []]
 
 
 def observations_from_mapping(d: Mapping[str, Any]) -> StepObservations:

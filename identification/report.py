@@ -86,7 +86,8 @@ def plot_fit(plant: PlantModel, obs: StepObservations, path: str | Path, *,
     rng = np.random.default_rng(0)
     pick = np.arange(len(obs)) if len(obs) <= max_points else rng.choice(len(obs), max_points, replace=False)
     b, y = obs.batch[pick], obs.step_s[pick]
-    ctx = np.where(np.isfinite(obs.context_tokens[pick]), obs.context_tokens[pick], lat.typical_context_tokens_)
+    ctx_seen = obs.context_tokens[pick]
+    ctx = np.where(np.isfinite(ctx_seen), ctx_seen, lat.typical_context_tokens_)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pred = np.asarray(lat.predict_step_s(b, ctx, obs.prefill_tokens[pick] if "c_prefill_s" not in

@@ -171,7 +171,11 @@ def robust_fit(
     else:
         b = scores.T @ scores * (n / max(n - p, 1))
         dof = n - p
-    singular = bool(np.linalg.cond(a) > 1e12) if np.all(np.isfinite(a)) else True
+    d = np.sqrt(np.abs(np.diag(a)))
+    if np.all(np.isfinite(a)) and np.all(d > 0):
+        singular = bool(np.linalg.cond(a / np.outer(d, d)) > 1e10)  # scale-free (correlation) condition
+    else:
+        singular = True
     a_inv = np.linalg.pinv(a)
     cov = a_inv @ b @ a_inv
     return RobustFit(theta, cov, dof, scale, clustered, singular)
