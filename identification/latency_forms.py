@@ -381,7 +381,7 @@ def fit_form(form: str, fd: FitData, loss: str, threshold: float, *, covariance:
 def _time_units(form: str, n_extras: int, ref: float) -> FloatArray:
     """Per-parameter multiplier from unit-free to seconds (the knee is in sequences)."""
     n = (2 if form == "affine" else 3) + n_extras
-    return np.r_[np.full(n, ref), [1.0] if form == "knee" else []]
+    return np.concatenate([np.full(n, ref), np.ones(1 if form == "knee" else 0)])
 
 
 def observations_from_mapping(d: Mapping[str, Any]) -> StepObservations:

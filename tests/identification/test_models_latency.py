@@ -146,7 +146,8 @@ def test_bootstrap_intervals_agree_with_the_sandwich(step_records: Factory) -> N
 
 
 def test_group_aware_split_holds_out_whole_runs(step_records: Factory) -> None:
-    fd = FitData.build(observations_from_steps(step_records(1200, 2e-4, 2e-4, seed=10, runs=8)), min_samples=8)
+    obs = observations_from_steps(step_records(1200, 2e-4, 2e-4, seed=10, runs=8))
+    fd = FitData.build(obs, min_samples=8)
     train, hold = split_groups(fd, 0.25, np.random.default_rng(0))
     assert hold.size > 0
     assert not set(fd.group[train]) & set(fd.group[hold])
