@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from controlkit.sim.engine import WAITING_OBS_LIMIT, simulate
-from controlkit.sim.metrics import SLO, RequestOutcomes, SimMetrics, SimResult
+from controlkit.sim.metrics import SLO, RequestOutcomes, SimMetrics, SimResult, default_slo
 from controlkit.sim.plants import Plant, load_plant
 from controlkit.sim.telemetry import read_steps, write_requests, write_steps
 from controlkit.sim.workloads import Workload, load_workload
@@ -21,6 +21,7 @@ __all__ = [
     "SimMetrics",
     "SimResult",
     "Workload",
+    "default_slo",
     "load_plant",
     "load_workload",
     "read_steps",

@@ -13,7 +13,7 @@ import pandas as pd
 from identification.errors import ControlkitError
 from identification.records import STEP_COLUMNS, STEP_OPTIONAL_COLUMNS
 
-__all__ = ["SLO", "RequestOutcomes", "SimMetrics", "SimResult", "compute_metrics"]
+__all__ = ["SLO", "RequestOutcomes", "SimMetrics", "SimResult", "compute_metrics", "default_slo"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -41,6 +41,17 @@ class SLO:
     def __post_init__(self) -> None:
         if not (self.ttft_s > 0 and self.tpot_s > 0 and math.isfinite(self.ttft_s) and math.isfinite(self.tpot_s)):
             raise ControlkitError(f"SLO needs finite ttft_s > 0 and tpot_s > 0, got {self.ttft_s}, {self.tpot_s}")
+
+
+def default_slo(batch1_step_s: float) -> SLO:
+    """The default SLO of a plant: TPOT <= 5x and TTFT <= 100x its batch-1 decode step time.
+
+    Examples
+    --------
+    >>> default_slo(0.010)
+    SLO(ttft_s=1.0, tpot_s=0.05)
+    """
+    return SLO(ttft_s=round(100.0 * batch1_step_s, 9), tpot_s=round(5.0 * batch1_step_s, 9))
 
 
 @dataclass(frozen=True)
