@@ -58,10 +58,12 @@ class MPCController:
     def decide(self, *, num_running: int, num_waiting: int, cap: int, arrivals_per_s: float) -> tuple[int, int]:
         """Return ``(cap, max_batched_tokens)`` for the next step."""
         lo, hi = self.b_min, self.cap_upper
-        # hard set, reachable by rate-limited moves (recursive feasibility)
-        cap_lo = max(lo, min(cap, hi) - self.rate_limit) if cap > hi else lo
-        caps = np.clip(cap + self._dc, cap_lo, max(hi, cap_lo))
-        caps = np.minimum(caps, max(cap - self.rate_limit, hi)) if cap > hi else caps
+        r = self.rate_limit
+        # the hard set [lo, hi] intersected with what one rate-limited move can reach; from
+        # outside it, the reachable part closest to it (recursive feasibility)
+        lower = max(cap - r, min(lo, cap + r))
+        upper = min(cap + r, max(hi, cap - r))
+        caps = np.clip(cap + self._dc, lower, upper)
         n = np.full(caps.shape, float(num_running))
         q = np.full(caps.shape, float(num_waiting))
         cost = self.w_move * self._dc**2

@@ -119,7 +119,7 @@ def test_gains_scaled_up_leave_the_certified_region_and_the_loop_oscillates():
     f = lambda b: sp - p.k_max * 120 + p.k_max * b  # noqa: E731
     tr = simulate_pid(hot, setpoint_s=sp, step_s=f, delay=2, b_min=p.b_min, b_max=p.b_max, start=110, n_steps=2000)
     tail = tr.cap[-300:]
-    assert tail.max() - tail.min() > 20
+    assert tail.max() - tail.min() >= 10  # a sustained limit cycle, not the +-1 quantisation dither
 
 
 def test_exact_crossing_slope_agrees_with_the_pole_grid():

@@ -1,0 +1,64 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controlkit.backlog import SloSupervisor
+from controlkit.design import design_optimal
+from controlkit.optimal import operating_point
+from controlkit.plant import DesignPlant
+from identification.errors import InfeasibleSpecError, UncertifiedError
+
+
+def plant(**kw):
+    base = dict(sample_period_s=0.04, intercept_s=0.02, k_min=1e-4, k_nom=1.2e-4, k_max=1.5e-4, b_min=1, b_max=512,
+                kv_capacity_blocks=8000, block_size=16, tokens_per_seq=600)
+    return DesignPlant(**(base | kw))
+
+
+def test_tpot_slo_below_the_batch_one_step_time_is_infeasible_and_says_the_minimum():
+    with pytest.raises(InfeasibleSpecError, match=r"minimum achievable TPOT is 0.02015"):
+        operating_point(plant(), 0.01)
+
+
+@given(st.floats(0.03, 0.2), st.floats(0.1, 10.0))
+def test_scaling_latency_units_scales_slope_and_keeps_the_chosen_batch(tpot, scale):
+    p = plant()
+    q = p.replace(intercept_s=p.intercept_s * scale, k_min=p.k_min * scale, k_nom=p.k_nom * scale,
+                  k_max=p.k_max * scale)
+    assert operating_point(p, tpot).batch == operating_point(q, tpot * scale).batch
+
+
+@given(st.floats(0.021, 0.5), st.integers(100, 50_000))
+def test_operating_point_meets_tpot_at_the_upper_slope_and_fits_memory(tpot, blocks):
+    p = plant(kv_capacity_blocks=blocks)
+    op = operating_point(p, tpot)
+    assert p.step_upper_s(op.batch) <= tpot + 1e-12 or op.batch == p.b_min
+    assert op.batch * p.kv_blocks_per_seq <= p.kv_usable_blocks
+    assert op.max_batched_tokens >= op.batch
+    assert design_optimal(p, tpot).certificate.holds
+
+
+def test_optimal_design_reports_infeasible_ttft_and_refuses_without_override():
+    p = plant(arrival_rate_per_s=1000.0, output_tokens_mean=200, prompt_tokens_mean=400)
+    d = design_optimal(p, 0.05, ttft_slo_s=1.0)
+    assert not d.operating_point.ttft_feasible
+    with pytest.raises(UncertifiedError, match="ttft_predicted"):
+        d.to_policy_file()
+    assert d.to_policy_file(allow_uncertified=True).uncertified
+
+
+@given(st.lists(st.floats(0.0, 6.0), min_size=50, max_size=300), st.sampled_from(["tpot", "ttft"]))
+def test_supervisor_never_chatters_faster_than_its_dwell(pressures, priority):
+    s = SloSupervisor(0.05, 2.0, priority=priority, dwell_decisions=10)
+    modes = [s.update(x).mode for x in pressures]
+    changes = [i for i in range(1, len(modes)) if modes[i] != modes[i - 1]]
+    assert all(b - a >= 10 for a, b in zip(changes, changes[1:], strict=False))
+
+
+def test_supervisor_overload_flags_infeasible_and_priority_decides_the_setpoint():
+    for prio, want in (("tpot", 0.05), ("ttft", 0.075)):
+        s = SloSupervisor(0.05, 2.0, priority=prio, dwell_decisions=3)
+        states = [s.update(5.0) for _ in range(20)]
+        assert states[-1].mode == "overload" and "infeasible" in states[-1].flags
+        assert states[-1].setpoint_s == pytest.approx(want)
+        assert len({st_.mode for st_ in states[8:]}) == 1  # stays, no oscillation
