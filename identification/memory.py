@@ -137,8 +137,11 @@ class MemoryModel:
             sel = ok & np.isfinite(ctx_total)
             if sel.sum() >= 3 and np.ptp(ctx_total[sel]) > 0:
                 a = np.column_stack([ctx_total[sel], obs.batch[sel]])
-                coef, *_ = np.linalg.lstsq(a, obs.kv_blocks_used[sel], rcond=None)
-                if coef[0] > 0:
+                y = obs.kv_blocks_used[sel]
+                coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+                total = max(float(np.sum((y - y.mean()) ** 2)), 1e-300)
+                r2 = 1.0 - float(np.sum((y - a @ coef) ** 2)) / total
+                if coef[0] > 0 and r2 > 0.9:
                     return float(coef[0]), "regressed: blocks used on context tokens and running sequences"
         return 1.0 / self.params.block_size, (
             f"assumed 1/block_size = 1/{self.params.block_size} "
@@ -154,7 +157,7 @@ class MemoryModel:
         t = np.asarray(tokens_per_seq, dtype=np.float64).ravel()
         if t.size == 0 or not np.all(np.isfinite(t)) or np.any(t <= 0):
             raise ArgumentError("tokens_per_seq must be one or more finite lengths > 0 (tokens)")
-        return float(np.mean(np.ceil(t * self.blocks_per_token_ - 1e-9)))
+        return float(np.mean(np.maximum(np.ceil(t * self.blocks_per_token_ - 1e-9), 1.0)))
 
     def max_batch(self, tokens_per_seq: npt.ArrayLike, headroom: float = 0.05) -> int:
         """Largest batch whose predicted KV fits ``capacity_blocks_·(1 − headroom)``.
