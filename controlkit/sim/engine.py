@@ -24,6 +24,7 @@ events keyed by the decode-step counter), so a step costs O(1) plus its events.
 from __future__ import annotations
 
 import math
+import random
 import warnings
 from collections import deque
 from itertools import islice
@@ -58,6 +59,7 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
     record_steps: bool = False,
     chunked_prefill: bool = True,
     check_invariants: bool = False,
+    step_noise_cv: float = 0.0,
 ) -> SimResult:
     """Run ``policy`` on ``plant`` under ``workload`` in closed loop.
 
@@ -78,7 +80,7 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
         The engine's per-step token budget (default ``plant.max_batched_tokens_default``
         with chunked prefill, else ``max(2048, max_model_len)``).
     seed
-        Reserved for stochastic plants; the engine itself is deterministic.
+        Seed of the step-time noise (``step_noise_cv``); the run is deterministic given it.
     horizon_s
         Stop at this simulated time; requests not finished are reported unfinished.
     telemetry
@@ -89,6 +91,9 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
         Keep per-step records in :attr:`SimResult.steps`.
     chunked_prefill
         vLLM v1 chunked prefill (default) or vLLM 0.5 prefill-only steps.
+    step_noise_cv
+        Multiplicative Gaussian noise on every step time (coefficient of variation; 0: none),
+        clipped to +-3 sigma, drawn from ``random.Random(seed)``.
     check_invariants
         Verify after every step (O(running), for tests) that blocks are conserved and that
         admissions never pushed the running count above the cap in force; raises
@@ -120,7 +125,9 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
         raise ControlkitError(f"max_batched_tokens={max_batched_tokens} must be >= {min_budget} "
                               f"({'chunked' if chunked_prefill else 'no chunked prefill: >= max_model_len'})")
     watermark = 0 if chunked_prefill else math.ceil(0.01 * total_blocks)
-    del seed
+    if not (0.0 <= step_noise_cv < 0.3):
+        raise ControlkitError(f"step_noise_cv must be in [0, 0.3), got {step_noise_cv}")
+    gauss = random.Random(seed).gauss
 
     n = len(wl)
     arr: list[float] = wl.arrival_s.tolist()
@@ -424,7 +431,11 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
                 t = max(t, arr[ai])
                 continue
             break  # no progress is possible: the rest is reported unfinished
-        dt = step_fn(dec_now, pf_tokens, ctx_total, len(running) - dec_now - len(done_pf))
+        n_run_sched = len(running)
+        n_wait_sched = len(waiting)
+        dt = step_fn(dec_now, pf_tokens, ctx_total, n_run_sched - dec_now - len(done_pf))
+        if step_noise_cv:
+            dt *= 1.0 + step_noise_cv * max(-3.0, min(3.0, gauss(0.0, 1.0)))
         if dec_now and (dec_now > hi_b or dec_now < lo_b):
             extrap_steps += 1
             extrap_seen = True
@@ -467,7 +478,7 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
         kv_used.append(used)
         kv_dt.append(dt)
         if rec is not None:
-            rec.append((t_start, dt, len(running), len(waiting), pf_tokens, dec_now, used, total_blocks, num_pre,
+            rec.append((t_start, dt, n_run_sched, n_wait_sched, pf_tokens, dec_now, used, total_blocks, num_pre,
                         ctx_total, cap, budget))
         last_dt, last_pf, last_dec, last_pre = dt, pf_tokens, dec_now, num_pre
 

@@ -213,3 +213,12 @@ def test_faulty_policy_is_contained_and_counted() -> None:
     assert res.metrics.num_finished == 2
     assert res.metrics.policy_faults == res.metrics.num_steps
     assert "boom" in res.metrics.first_fault
+
+
+def test_step_noise_is_deterministic_given_the_seed_and_changes_with_it() -> None:
+    w = wl([0.0] * 5, [30] * 5, [40] * 5)
+    a = simulate(toy_plant(), w, Cap(8), slo=SLO_LOOSE, step_noise_cv=0.1, seed=7)
+    b = simulate(toy_plant(), w, Cap(8), slo=SLO_LOOSE, step_noise_cv=0.1, seed=7)
+    c = simulate(toy_plant(), w, Cap(8), slo=SLO_LOOSE, step_noise_cv=0.1, seed=8)
+    assert a.metrics.to_dict() == b.metrics.to_dict()
+    assert a.metrics.sim_time_s != c.metrics.sim_time_s
