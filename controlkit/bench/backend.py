@@ -229,6 +229,7 @@ class SimBackend:
         sink: list[str] = []
         with tempfile.TemporaryDirectory(prefix="controlkit-bench-") as tmp:
             steps = Path(tmp) / "id_steps.jsonl"
+            requests = Path(tmp) / "id_requests.jsonl"
             model_path = Path(tmp) / "model.json"
             n = grid.id_num_requests
             r0, r1 = 0.2 * nominal_req_s, 1.2 * nominal_req_s
@@ -246,12 +247,14 @@ class SimBackend:
                         max_num_seqs=ceiling,
                         seed=grid.seed + 1,
                         telemetry=steps,
+                        requests_out=requests,
                     )
-                    model = _identify(steps)
+                    model = _identify(steps, requests)
                     _save_model(model, model_path)
                 notes["identification"] = {
                     "workload": workload_name,
                     "requests": n,
+                    "logs": "step records + request records",
                     "summary": _model_summary(model),
                 }
             except Exception as exc:
@@ -347,10 +350,11 @@ def _sharegpt_nominal(plant: Any, grid: BenchGrid, tpot_s: float, ceiling: int) 
     )
 
 
-def _identify(steps: Path) -> Any:
+def _identify(steps: Path, requests: Path) -> Any:
+    """Fit a plant model to the identification run's step and request logs (never the plant table)."""
     import identification
 
-    telemetry = identification.read_telemetry(steps)
+    telemetry = identification.read_telemetry([steps, requests])
     return identification.identify(telemetry)
 
 
