@@ -8,7 +8,9 @@ service capacity, so goodput is maximised by the *largest* batch that meets the 
 * KV: ``b * blocks_per_seq <= capacity * (1 - headroom)``;
 * actuator range ``[b_min, b_max]``.
 
-The token budget lets a step carry prefill up to the TPOT SLO:
+The batch leaves room for one prefill chunk per step (``prefill_chunk_tokens``, default
+``min(prompt mean, 512)``) at the TPOT SLO, so admission never starves.  The token budget
+lets a step carry prefill up to the TPOT SLO:
 ``max_batched_tokens = b + floor((tpot_slo - y_up(b)) / prefill_s_per_token)``.  TTFT is then
 predicted from the workload (M/M/1-style wait at service rate ``b / (y L_out)`` plus the
 prefill steps) and reported; when it exceeds the TTFT SLO the load is infeasible at this point.
@@ -56,7 +58,8 @@ class OperatingPoint:
 
 
 def operating_point(plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | None = None, *,
-                    confidence: str = "upper", max_tokens_ceiling: int = 16384) -> OperatingPoint:
+                    confidence: str = "upper", max_tokens_ceiling: int = 16384,
+                    prefill_chunk_tokens: int | None = None) -> OperatingPoint:
     """The goodput-maximising steady state (see module docstring).
 
     Raises
@@ -80,7 +83,12 @@ def operating_point(plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | N
         raise InfeasibleSpecError(
             f"KV capacity {plant.kv_capacity_blocks} blocks holds {plant.memory_max_batch} sequences of "
             f"{plant.tokens_per_seq:.0f} tokens with {plant.kv_headroom:g} headroom, below b_min={plant.b_min}")
-    b_tpot = math.floor((tpot_slo_s - plant.intercept_s) / k + 1e-9)
+    chunk = prefill_chunk_tokens if prefill_chunk_tokens is not None else \
+        int(min(plant.prompt_tokens_mean, 512) if plant.prompt_tokens_mean > 0 else 256)
+    reserve = plant.prefill_s_per_token * chunk  # room for one prefill chunk per step
+    b_tpot = math.floor((tpot_slo_s - plant.intercept_s - reserve) / k + 1e-9)
+    if b_tpot < plant.b_min:
+        b_tpot = math.floor((tpot_slo_s - plant.intercept_s) / k + 1e-9)
     cands = {"tpot_slo": b_tpot, "kv_capacity": plant.memory_max_batch, "b_max": plant.b_max}
     binding = min(cands, key=lambda name: cands[name])
     b = max(plant.b_min, min(cands.values()))
