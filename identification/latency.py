@@ -100,7 +100,8 @@ class LatencyModel:
         d step_s / d batch at typical context (s/seq); the interval covers every segment's slope
         inside ``batch_range_``.
     r2_
-        R² of the per-run (or per-batch-level) medians of step time against the prediction;
+        R² of the per-batch-level medians of step time against the prediction (levels: the
+        distinct batch sizes, or 20 quantile bins of the batch when there are many);
         ``r2_rows_`` is the row-level (weighted) R², which heavy-tailed per-interval noise lowers.
     intercept_s_, batch_range_, typical_context_tokens_, residual_scale_s_, mape_holdout_,
     n_samples_fit_, dropped_terms_, interval_method_

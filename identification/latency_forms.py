@@ -145,6 +145,10 @@ class FitData:
         """Split units: runs when there are at least 4, else batch levels (or 20 quantile bins)."""
         if np.unique(self.group).size >= 4:
             return self.group
+        return self.levels()
+
+    def levels(self) -> IntArray:
+        """Batch-level code per row: distinct batch values, or 20 quantile bins when there are many."""
         levels = np.unique(self.batch)
         if levels.size <= 64:
             return np.searchsorted(levels, self.batch).astype(np.int64)
@@ -152,8 +156,8 @@ class FitData:
         return np.searchsorted(edges, self.batch, side="right").astype(np.int64)
 
     def r2_binned(self, pred: FloatArray) -> float:
-        """R² of the per-unit (run or batch level) medians of step time against those of the prediction."""
-        _, inverse = np.unique(self.units(), return_inverse=True)
+        """R² of the per-batch-level medians of step time against those of the prediction."""
+        _, inverse = np.unique(self.levels(), return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         cuts = np.flatnonzero(np.diff(inverse[order])) + 1
         y = np.array([np.median(c) for c in np.split(self.step_s[order], cuts)])

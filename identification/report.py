@@ -37,7 +37,7 @@ def summary_table(plant: PlantModel) -> Table:
     table.add_row("slope d step/d batch (ms/seq)", _ms(lat.slope_),
                   f"[{_ms(lat.slope_interval_[0])}, {_ms(lat.slope_interval_[1])}] over the range")
     table.add_row("step at batch 0 (ms)", _ms(lat.intercept_s_), "")
-    table.add_row("R² (run/level medians)", f"{lat.r2_:.4f}", f"rows: {lat.r2_rows_:.3f}")
+    table.add_row("R² (batch-level medians)", f"{lat.r2_:.4f}", f"rows: {lat.r2_rows_:.3f}")
     mape = "n/a (no held-out runs)" if np.isnan(lat.mape_holdout_) else f"{lat.mape_holdout_:.2%}"
     table.add_row("held-out MAPE", mape, f"in-sample {lat.mape_fit_:.2%}")
     table.add_row("validity: batch range (seqs)", f"{lat.batch_range_[0]:g} .. {lat.batch_range_[1]:g}",
