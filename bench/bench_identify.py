@@ -61,7 +61,8 @@ def main(argv: list[str]) -> int:
         lo, hi = lat.coef_interval_[name]
         print(f"  {name:12s} true {truth:.4g}  fitted {lat.coef_[name]:.4g}  95% [{lo:.4g}, {hi:.4g}]"
               f"  covers: {lo <= truth <= hi}")
-    print(f"  capacity {plant.memory.capacity_blocks_} blocks, blocks/token {plant.memory.blocks_per_token_:.4f}")
+    mem = plant.memory
+    print(f"  capacity {mem.capacity_blocks_} blocks, blocks/token {mem.blocks_per_token_:.4f}")
     return 0 if min(times) <= 3.0 else 1
 
 
