@@ -35,8 +35,10 @@ def test_optimal_policy_file_exports_params_and_gpu_memory(tmp_path: Path) -> No
     path = _file(tmp_path, kind="optimal", params={"max_num_seqs": 40, "max_batched_tokens": 6144,
                                                    "gpu_memory_utilization": 0.85})
     cfg = export_vllm_config(path)
-    assert cfg.engine_args() == {"max_num_seqs": 40, "max_num_batched_tokens": 6144, "max_num_active_seqs": 40,
-                                 "enable_chunked_prefill": True, "gpu_memory_utilization": 0.85}
+    assert cfg.engine_args() == {
+        "max_num_seqs": 40, "max_num_batched_tokens": 6144, "max_num_active_seqs": 40,
+        "enable_chunked_prefill": True, "gpu_memory_utilization": 0.85,
+    }
 
 
 def test_pid_policy_exports_its_ceiling_and_reference_batch(tmp_path: Path) -> None:
@@ -62,7 +64,8 @@ def test_mpc_policy_exports_its_largest_token_budget(tmp_path: Path) -> None:
         ({"max_num_seqs": 64, "max_num_batched_tokens": 32, "max_num_active_seqs": 8}, "below max_num_seqs"),
         ({"max_num_seqs": 8, "max_num_batched_tokens": 64, "max_num_active_seqs": 9}, "exceeds max_num_seqs"),
         ({"max_num_seqs": 0, "max_num_batched_tokens": 64, "max_num_active_seqs": 1}, "max_num_seqs=0"),
-        ({"max_num_seqs": 8, "max_num_batched_tokens": 64, "max_num_active_seqs": 0}, "max_num_active_seqs=0"),
+        ({"max_num_seqs": 8, "max_num_batched_tokens": 64, "max_num_active_seqs": 0},
+         "max_num_active_seqs=0"),
         ({"max_num_seqs": 8, "max_num_batched_tokens": 2048, "max_num_active_seqs": 8,
           "enable_chunked_prefill": False, "max_model_len": 4096}, "below max_model_len=4096"),
         ({"max_num_seqs": 8, "max_num_batched_tokens": 2048, "max_num_active_seqs": 8,
@@ -86,7 +89,9 @@ def test_exporter_refuses_what_vllm_rejects(kwargs: dict[str, Any], match: str) 
         ({"kind": "static", "params": {"max_num_seqs": 8, "gpu_memory_utilization": "high"}}, "number in"),
     ],
 )
-def test_bad_policy_files_are_refused_with_the_field_named(doc: dict[str, Any], match: str, tmp_path: Path) -> None:
+def test_bad_policy_files_are_refused_with_the_field_named(
+    doc: dict[str, Any], match: str, tmp_path: Path
+) -> None:
     with pytest.raises(ExportError, match=match):
         export_vllm_config(_file(tmp_path, **doc))
 
@@ -121,16 +126,16 @@ def test_cli_writes_yaml_with_the_hook_and_refuses_bad_configs(
 
 
 def test_yaml_renders_booleans_and_strings() -> None:
-    cfg = export_vllm_config(PolicyFile(kind="static", params={"max_num_seqs": 4, "enable_chunked_prefill": False,
-                                                               "max_num_batched_tokens": 8192}),
-                             max_model_len=8192)
+    params = {"max_num_seqs": 4, "enable_chunked_prefill": False, "max_num_batched_tokens": 8192}
+    cfg = export_vllm_config(PolicyFile(kind="static", params=params), max_model_len=8192)
     assert "enable-chunked-prefill: false\n" in render_vllm_yaml(cfg)
     assert "--no-enable-chunked-prefill" in cfg.cli_args()
 
 
 def test_cli_smoke_in_a_subprocess(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "controlkit.cli", "export", "static:max_num_seqs=16", "--model", "facebook/opt-125m"],
+        [sys.executable, "-m", "controlkit.cli", "export", "static:max_num_seqs=16",
+         "--model", "facebook/opt-125m"],
         capture_output=True, text=True, check=False,
     )
     assert proc.returncode == 0, proc.stderr
