@@ -47,9 +47,18 @@ class SupervisorState:
 class SloSupervisor:
     """Hysteretic mode logic trading TPOT headroom for TTFT (see module docstring)."""
 
-    def __init__(self, tpot_slo_s: float, ttft_slo_s: float | None = None, *, priority: str = "tpot",
-                 target_fraction: float = 0.9, bind_fraction: float = 0.7, exit_fraction: float = 0.5,
-                 overload_factor: float = 1.5, dwell_decisions: int = 20) -> None:
+    def __init__(
+        self,
+        tpot_slo_s: float,
+        ttft_slo_s: float | None = None,
+        *,
+        priority: str = "tpot",
+        target_fraction: float = 0.9,
+        bind_fraction: float = 0.7,
+        exit_fraction: float = 0.5,
+        overload_factor: float = 1.5,
+        dwell_decisions: int = 20,
+    ) -> None:
         if priority not in ("tpot", "ttft"):
             raise ValueError(f"priority={priority!r}: expected 'tpot' or 'ttft'")
         self.tpot_slo_s = tpot_slo_s
@@ -69,7 +78,7 @@ class SloSupervisor:
         self._down = 0
 
     def setpoint_for(self, mode: str) -> float:
-        """The TPOT setpoint used in ``mode``."""
+        """Return the TPOT setpoint used in ``mode``."""
         if mode == "normal":
             return self.target_fraction * self.tpot_slo_s
         if mode == "overload" and self.priority == "ttft":

@@ -40,27 +40,45 @@ class Design:
     def require_certified(self) -> None:
         """Raise :class:`UncertifiedError` if any claim fails (which claim, by how much)."""
         if not self.certificate.holds:
-            raise UncertifiedError(f"{self.kind} design is not certified: {self.certificate.failure_message()}; "
-                                   "use --allow-uncertified to write it anyway")
+            raise UncertifiedError(
+                f"{self.kind} design is not certified: {self.certificate.failure_message()}; "
+                "use --allow-uncertified to write it anyway"
+            )
 
     def to_policy_file(self, *, allow_uncertified: bool = False) -> PolicyFile:
-        """The ``controlkit.policy/1`` document (refuses an uncertified design unless allowed)."""
+        """Return the ``controlkit.policy/1`` document (refuses an uncertified design unless allowed)."""
         if not allow_uncertified:
             self.require_certified()
-        return PolicyFile(kind=self.kind, params=self.params, limits=self.limits, slos=self.slos,
-                          sample_period_s=self.plant.sample_period_s, certificate=self.certificate.to_dict(),
-                          uncertified=not self.certificate.holds, meta=self.meta)
+        return PolicyFile(
+            kind=self.kind,
+            params=self.params,
+            limits=self.limits,
+            slos=self.slos,
+            sample_period_s=self.plant.sample_period_s,
+            certificate=self.certificate.to_dict(),
+            uncertified=not self.certificate.holds,
+            meta=self.meta,
+        )
 
 
 def _slos(tpot_slo_s: float, ttft_slo_s: float | None) -> dict[str, float]:
     return {"tpot_s": tpot_slo_s} | ({"ttft_s": ttft_slo_s} if ttft_slo_s is not None else {})
 
 
-def design_pid(plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | None = None, *,
-               method: str = "robust", filter: FilterSpec | None = None, spec: MarginSpec | None = None,
-               rate_limit: int = 8, target_fraction: float = 0.9, priority: str = "tpot",
-               measurement: str = "step") -> Design:
-    """A PID tracking ``target_fraction * tpot_slo`` through the filtered step time.
+def design_pid(
+    plant: DesignPlant,
+    tpot_slo_s: float,
+    ttft_slo_s: float | None = None,
+    *,
+    method: str = "robust",
+    filter: FilterSpec | None = None,
+    spec: MarginSpec | None = None,
+    rate_limit: int = 8,
+    target_fraction: float = 0.9,
+    priority: str = "tpot",
+    measurement: str = "step",
+) -> Design:
+    """Design a PID tracking ``target_fraction * tpot_slo`` through the filtered step time.
 
     The sample period becomes the setpoint (one decision per engine step); the cap range is
     ``[b_min, min(b_max, memory-safe batch)]``; gains come from ``method`` (``"robust"`` or
@@ -77,64 +95,134 @@ def design_pid(plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | None =
     p = plant.replace(sample_period_s=setpoint, b_max=cap_hi)
     sp = spec or MarginSpec()
     f = filter or FilterSpec()
-    ctrl = robust_tune(p, filter=f, spec=sp, rate_limit=rate_limit) if method == "robust" else \
-        simc_tune(p, filter=f, rate_limit=rate_limit)
+    ctrl = (
+        robust_tune(p, filter=f, spec=sp, rate_limit=rate_limit)
+        if method == "robust"
+        else simc_tune(p, filter=f, rate_limit=rate_limit)
+    )
     cert = certify_pid(p, ctrl, spec=sp)
     for _ in range(10):
         if cert.claim("global_contraction").holds:
             break
         ctrl = ctrl.scaled(0.7)
         cert = certify_pid(p, ctrl, spec=sp)
-    params = {"controller": ctrl.to_dict(), "setpoint_s": setpoint, "target_fraction": target_fraction,
-              "priority": priority, "measurement": measurement, "reference_batch": op.batch,
-              "max_batched_tokens": op.max_batched_tokens, "tuning": method}
-    limits = {"b_min": p.b_min, "b_max": p.b_max, "rate_limit": rate_limit,
-              "max_batched_tokens": op.max_batched_tokens}
-    return Design("pid", p, params, limits, _slos(tpot_slo_s, ttft_slo_s), op, cert, ctrl,
-                  {"model": plant.source})
+    params = {
+        "controller": ctrl.to_dict(),
+        "setpoint_s": setpoint,
+        "target_fraction": target_fraction,
+        "priority": priority,
+        "measurement": measurement,
+        "reference_batch": op.batch,
+        "max_batched_tokens": op.max_batched_tokens,
+        "tuning": method,
+    }
+    limits = {
+        "b_min": p.b_min,
+        "b_max": p.b_max,
+        "rate_limit": rate_limit,
+        "max_batched_tokens": op.max_batched_tokens,
+    }
+    return Design(
+        "pid", p, params, limits, _slos(tpot_slo_s, ttft_slo_s), op, cert, ctrl, {"model": plant.source}
+    )
 
 
 def design_optimal(plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | None = None) -> Design:
-    """The static constrained optimum (exported as a static config)."""
+    """Design the static constrained optimum (exported as a static config)."""
     op = operating_point(plant, tpot_slo_s, ttft_slo_s)
     extra: tuple[Claim, ...] = ()
     if ttft_slo_s is not None and op.ttft_pred_s == op.ttft_pred_s:
-        extra = (Claim("ttft_predicted", op.ttft_feasible, op.ttft_pred_s, ttft_slo_s, ttft_slo_s - op.ttft_pred_s,
-                       "s", "queueing prediction at the workload's arrival rate"),)
+        extra = (
+            Claim(
+                "ttft_predicted",
+                op.ttft_feasible,
+                op.ttft_pred_s,
+                ttft_slo_s,
+                ttft_slo_s - op.ttft_pred_s,
+                "s",
+                "queueing prediction at the workload's arrival rate",
+            ),
+        )
     cert = certify_static(plant, op.batch, tpot_slo_s, extra)
-    params = {"max_num_seqs": op.batch, "max_batched_tokens": op.max_batched_tokens,
-              "operating_point": op.to_dict()}
+    params = {
+        "max_num_seqs": op.batch,
+        "max_batched_tokens": op.max_batched_tokens,
+        "operating_point": op.to_dict(),
+    }
     limits = {"b_min": plant.b_min, "b_max": plant.b_max, "max_batched_tokens": op.max_batched_tokens}
-    return Design("optimal", plant, params, limits, _slos(tpot_slo_s, ttft_slo_s), op, cert, None,
-                  {"model": plant.source})
+    return Design(
+        "optimal",
+        plant,
+        params,
+        limits,
+        _slos(tpot_slo_s, ttft_slo_s),
+        op,
+        cert,
+        None,
+        {"model": plant.source},
+    )
 
 
-def mpc_claims(plant: DesignPlant, params: dict[str, Any] | Any, limits: dict[str, Any] | Any) -> tuple[Claim, ...]:
+def mpc_claims(
+    plant: DesignPlant, params: dict[str, Any] | Any, limits: dict[str, Any] | Any
+) -> tuple[Claim, ...]:
     """Constraint-satisfaction and recursive-feasibility claims of an MPC policy."""
     cap_upper = int(params["cap_upper"])
     rate = int(limits["rate_limit"])
     feasible_set = plant.b_min <= min(cap_upper, plant.memory_max_batch)
     return (
-        Claim("hard_constraints_by_construction", rate >= 1 and cap_upper <= plant.b_max, float(cap_upper),
-              float(plant.b_max), float(plant.b_max - cap_upper), "seq",
-              f"every candidate cap lies in [b_min, cap_upper] and moves by <= {rate}"),
-        Claim("recursive_feasibility", feasible_set, float(plant.b_min), float(min(cap_upper, plant.memory_max_batch)),
-              float(min(cap_upper, plant.memory_max_batch) - plant.b_min), "seq",
-              "the hard set [b_min, cap_upper] is non-empty and the move towards it is always a candidate"),
+        Claim(
+            "hard_constraints_by_construction",
+            rate >= 1 and cap_upper <= plant.b_max,
+            float(cap_upper),
+            float(plant.b_max),
+            float(plant.b_max - cap_upper),
+            "seq",
+            f"every candidate cap lies in [b_min, cap_upper] and moves by <= {rate}",
+        ),
+        Claim(
+            "recursive_feasibility",
+            feasible_set,
+            float(plant.b_min),
+            float(min(cap_upper, plant.memory_max_batch)),
+            float(min(cap_upper, plant.memory_max_batch) - plant.b_min),
+            "seq",
+            "the hard set [b_min, cap_upper] is non-empty and the move towards it is always a candidate",
+        ),
     )
 
 
-def design_mpc(plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | None = None, *,
-               rate_limit: int = 8, horizon: int = 8) -> Design:
+def design_mpc(
+    plant: DesignPlant,
+    tpot_slo_s: float,
+    ttft_slo_s: float | None = None,
+    *,
+    rate_limit: int = 8,
+    horizon: int = 8,
+) -> Design:
     """Receding-horizon control of both knobs (see :mod:`controlkit.mpc`)."""
     op = operating_point(plant, tpot_slo_s, ttft_slo_s)
     cap_upper = min(plant.b_max, plant.memory_max_batch)
     b_ref = op.max_batched_tokens
-    params = {"cap_upper": cap_upper, "horizon": horizon, "intercept_s": plant.intercept_s, "k_max": plant.k_max,
-              "prompt_tokens_mean": plant.prompt_tokens_mean, "output_tokens_mean": plant.output_tokens_mean,
-              "prefill_s_per_token": plant.prefill_s_per_token, "reference_batch": op.batch,
-              "budgets": sorted({max(op.batch, b_ref // 2), b_ref, 2 * b_ref}), "every_k": 1}
-    limits = {"b_min": plant.b_min, "b_max": plant.b_max, "rate_limit": rate_limit, "max_batched_tokens": 2 * b_ref}
+    params = {
+        "cap_upper": cap_upper,
+        "horizon": horizon,
+        "intercept_s": plant.intercept_s,
+        "k_max": plant.k_max,
+        "prompt_tokens_mean": plant.prompt_tokens_mean,
+        "output_tokens_mean": plant.output_tokens_mean,
+        "prefill_s_per_token": plant.prefill_s_per_token,
+        "reference_batch": op.batch,
+        "budgets": sorted({max(op.batch, b_ref // 2), b_ref, 2 * b_ref}),
+        "every_k": 1,
+    }
+    limits = {
+        "b_min": plant.b_min,
+        "b_max": plant.b_max,
+        "rate_limit": rate_limit,
+        "max_batched_tokens": 2 * b_ref,
+    }
     cert = certify_static(plant, cap_upper, None, mpc_claims(plant, params, limits))
-    return Design("mpc", plant, params, limits, _slos(tpot_slo_s, ttft_slo_s), op, cert, None,
-                  {"model": plant.source})
+    return Design(
+        "mpc", plant, params, limits, _slos(tpot_slo_s, ttft_slo_s), op, cert, None, {"model": plant.source}
+    )

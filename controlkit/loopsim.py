@@ -38,28 +38,55 @@ class LoopTrace:
 
 
 def piecewise_linear_plant(intercept_s: float, slopes: list[float], b_max: int) -> Callable[[float], float]:
-    """An increasing step-time curve with the given slopes on equal segments of ``[0, b_max]``."""
+    """Return an increasing step-time curve with the given slopes on equal segments of ``[0, b_max]``."""
     knots = np.linspace(0.0, float(b_max), len(slopes) + 1)
     vals = intercept_s + np.r_[0.0, np.cumsum(np.diff(knots) * np.asarray(slopes))]
 
     def f(b: float) -> float:
-        return float(np.interp(b, knots, vals, left=vals[0] + slopes[0] * (b - knots[0]),
-                               right=vals[-1] + slopes[-1] * (b - knots[-1])))
+        return float(
+            np.interp(
+                b,
+                knots,
+                vals,
+                left=vals[0] + slopes[0] * (b - knots[0]),
+                right=vals[-1] + slopes[-1] * (b - knots[-1]),
+            )
+        )
 
     return f
 
 
 def make_pid(ctrl: ControllerSpec, setpoint_s: float, b_min: int, b_max: int, start: int) -> PID:
-    """The runtime PID for ``ctrl`` (the same construction the ``pid`` policy uses)."""
-    return PID(ctrl.kp, ctrl.ki, ctrl.kd, setpoint=setpoint_s, output_limits=(b_min, b_max),
-               rate_limit=ctrl.rate_limit, derivative_filter_s=ctrl.derivative_filter_s,
-               anti_windup=ctrl.anti_windup, tracking_gain=ctrl.tracking_gain,
-               measurement_filter=ctrl.filter, initial_output=start)
+    """Build the runtime PID for ``ctrl`` (the same construction the ``pid`` policy uses)."""
+    return PID(
+        ctrl.kp,
+        ctrl.ki,
+        ctrl.kd,
+        setpoint=setpoint_s,
+        output_limits=(b_min, b_max),
+        rate_limit=ctrl.rate_limit,
+        derivative_filter_s=ctrl.derivative_filter_s,
+        anti_windup=ctrl.anti_windup,
+        tracking_gain=ctrl.tracking_gain,
+        measurement_filter=ctrl.filter,
+        initial_output=start,
+    )
 
 
-def simulate_pid(ctrl: ControllerSpec, *, setpoint_s: float, step_s: Callable[[float], float], delay: int,
-                 b_min: int, b_max: int, start: int, n_steps: int, noise_s: float = 0.0, seed: int = 0,
-                 disturbance_s: Callable[[int], float] | None = None) -> LoopTrace:
+def simulate_pid(
+    ctrl: ControllerSpec,
+    *,
+    setpoint_s: float,
+    step_s: Callable[[float], float],
+    delay: int,
+    b_min: int,
+    b_max: int,
+    start: int,
+    n_steps: int,
+    noise_s: float = 0.0,
+    seed: int = 0,
+    disturbance_s: Callable[[int], float] | None = None,
+) -> LoopTrace:
     """Run the loop for ``n_steps`` decisions from cap ``start`` (history filled with ``start``)."""
     pid = make_pid(ctrl, setpoint_s, b_min, b_max, start)
     rng = np.random.default_rng(seed)
@@ -78,8 +105,10 @@ def simulate_pid(ctrl: ControllerSpec, *, setpoint_s: float, step_s: Callable[[f
     return LoopTrace(caps, ys)
 
 
-def initial_state(ctrl: ControllerSpec, delay: int, dev_cap: float, secant_slope: float) -> NDArray[np.float64]:
-    """The analysis state at the first decision for a run started at ``b* + dev_cap``.
+def initial_state(
+    ctrl: ControllerSpec, delay: int, dev_cap: float, secant_slope: float
+) -> NDArray[np.float64]:
+    """Return the analysis state at the first decision for a run started at ``b* + dev_cap``.
 
     The history holds the start cap, the filter starts at the first sample and the PID's
     previous filtered value equals it (no proportional kick): every cap state is ``dev_cap``
@@ -93,9 +122,10 @@ def initial_state(ctrl: ControllerSpec, delay: int, dev_cap: float, secant_slope
     return x
 
 
-def certified_envelope(chol: NDArray[np.float64], rho: float, band_seq: float, x0: NDArray[np.float64],
-                       t: int) -> float:
-    """The certificate's bound on ``|c_t - b*|``: ``||L^-1 e0|| rho^t ||x0||_P + band``."""
+def certified_envelope(
+    chol: NDArray[np.float64], rho: float, band_seq: float, x0: NDArray[np.float64], t: int
+) -> float:
+    """Return the certificate's bound on ``|c_t - b*|``: ``||L^-1 e0|| rho^t ||x0||_P + band``."""
     e0 = np.zeros(chol.shape[0])
     e0[0] = 1.0
     out_gain = float(np.linalg.norm(np.linalg.solve(chol, e0)))

@@ -36,10 +36,25 @@ __all__ = ["MPCController"]
 class MPCController:
     """Enumerative receding-horizon controller over the two knobs (see module docstring)."""
 
-    def __init__(self, *, intercept_s: float, k_max: float, tpot_slo_s: float, ttft_slo_s: float | None,
-                 b_min: int, cap_upper: int, rate_limit: int, prompt_tokens_mean: float,
-                 output_tokens_mean: float, budgets: tuple[int, ...], prefill_s_per_token: float = 0.0,
-                 horizon: int = 8, w_tpot: float = 1e4, w_ttft: float = 1e2, w_move: float = 1e-4) -> None:
+    def __init__(
+        self,
+        *,
+        intercept_s: float,
+        k_max: float,
+        tpot_slo_s: float,
+        ttft_slo_s: float | None,
+        b_min: int,
+        cap_upper: int,
+        rate_limit: int,
+        prompt_tokens_mean: float,
+        output_tokens_mean: float,
+        budgets: tuple[int, ...],
+        prefill_s_per_token: float = 0.0,
+        horizon: int = 8,
+        w_tpot: float = 1e4,
+        w_ttft: float = 1e2,
+        w_move: float = 1e-4,
+    ) -> None:
         self.intercept_s, self.k_max = float(intercept_s), float(k_max)
         self.tpot_slo_s = float(tpot_slo_s)
         self.ttft_slo_s = float(ttft_slo_s) if ttft_slo_s else 0.0
@@ -55,7 +70,9 @@ class MPCController:
         self._dc = np.repeat(moves, len(bud))
         self._bud = np.tile(bud, len(moves))
 
-    def decide(self, *, num_running: int, num_waiting: int, cap: int, arrivals_per_s: float) -> tuple[int, int]:
+    def decide(
+        self, *, num_running: int, num_waiting: int, cap: int, arrivals_per_s: float
+    ) -> tuple[int, int]:
         """Return ``(cap, max_batched_tokens)`` for the next step."""
         lo, hi = self.b_min, self.cap_upper
         r = self.rate_limit

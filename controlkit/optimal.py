@@ -57,10 +57,16 @@ class OperatingPoint:
         return d
 
 
-def operating_point(plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | None = None, *,
-                    confidence: str = "upper", max_tokens_ceiling: int = 16384,
-                    prefill_chunk_tokens: int | None = None) -> OperatingPoint:
-    """The goodput-maximising steady state (see module docstring).
+def operating_point(
+    plant: DesignPlant,
+    tpot_slo_s: float,
+    ttft_slo_s: float | None = None,
+    *,
+    confidence: str = "upper",
+    max_tokens_ceiling: int = 16384,
+    prefill_chunk_tokens: int | None = None,
+) -> OperatingPoint:
+    """Return the goodput-maximising steady state (see module docstring).
 
     Raises
     ------
@@ -78,13 +84,19 @@ def operating_point(plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | N
         raise InfeasibleSpecError(
             f"TPOT SLO {tpot_slo_s:.4g} s is below the step time at batch {plant.b_min}, {y_min:.4g} s "
             f"({confidence} slope {k:.3g} s/seq): no batch size can meet it; the minimum achievable TPOT "
-            f"is {y_min:.4g} s - raise the SLO, or use a faster GPU or a smaller model")
+            f"is {y_min:.4g} s - raise the SLO, or use a faster GPU or a smaller model"
+        )
     if plant.memory_max_batch < plant.b_min:
         raise InfeasibleSpecError(
             f"KV capacity {plant.kv_capacity_blocks} blocks holds {plant.memory_max_batch} sequences of "
-            f"{plant.tokens_per_seq:.0f} tokens with {plant.kv_headroom:g} headroom, below b_min={plant.b_min}")
-    chunk = prefill_chunk_tokens if prefill_chunk_tokens is not None else \
-        int(min(plant.prompt_tokens_mean, 512) if plant.prompt_tokens_mean > 0 else 256)
+            f"{plant.tokens_per_seq:.0f} tokens with {plant.kv_headroom:g} headroom, "
+            f"below b_min={plant.b_min}"
+        )
+    chunk = (
+        prefill_chunk_tokens
+        if prefill_chunk_tokens is not None
+        else int(min(plant.prompt_tokens_mean, 512) if plant.prompt_tokens_mean > 0 else 256)
+    )
     reserve = plant.prefill_s_per_token * chunk  # room for one prefill chunk per step
     b_tpot = math.floor((tpot_slo_s - plant.intercept_s - reserve) / k + 1e-9)
     if b_tpot < plant.b_min:
@@ -104,7 +116,9 @@ def operating_point(plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | N
     if lam > 0 and l_out > 0:
         mu = b / (y * l_out)
         rho = lam / mu
-        prefill_steps = math.ceil(plant.prompt_tokens_mean / max(budget - b, 1)) if plant.prompt_tokens_mean else 1
+        prefill_steps = (
+            math.ceil(plant.prompt_tokens_mean / max(budget - b, 1)) if plant.prompt_tokens_mean else 1
+        )
         ttft = (1.0 / mu) * rho / (1.0 - rho) + prefill_steps * y if rho < 1 else math.inf
         goodput = min(lam, mu)
     feasible = ttft_slo_s is None or not math.isfinite(ttft) or ttft <= ttft_slo_s

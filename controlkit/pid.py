@@ -103,7 +103,9 @@ class PID:
         if int(rate_limit) < 1:
             raise PolicyError(f"PID rate_limit={rate_limit!r}: expected an integer >= 1")
         if anti_windup not in ("conditional", "back_calculation"):
-            raise PolicyError(f"PID anti_windup={anti_windup!r}: expected 'conditional' or 'back_calculation'")
+            raise PolicyError(
+                f"PID anti_windup={anti_windup!r}: expected 'conditional' or 'back_calculation'"
+            )
         if not (0.0 < tracking_gain <= 1.0):
             raise PolicyError(f"PID tracking_gain={tracking_gain!r}: expected 0 < gain <= 1")
         self.kp, self.ki, self.kd = float(kp), float(ki), float(kd)

@@ -131,11 +131,11 @@ class DesignPlant:
         return self.kv_usable_blocks // self.kv_blocks_per_seq
 
     def replace(self, **changes: Any) -> DesignPlant:
-        """A copy with some fields changed (validated again)."""
+        """Return a copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The assumptions as a JSON mapping (delays as a list)."""
+        """Return the assumptions as a JSON mapping (delays as a list)."""
         d = dataclasses.asdict(self)
         d["delays"] = list(self.delays)
         return d
@@ -199,7 +199,7 @@ class DesignPlant:
         block_size = int(mem.block_size_)
         headroom_max = int(mem.max_batch(tokens_per_seq, headroom=kv_headroom))
         if b_max is None:
-            b_max = headroom_max if extrapolate else min(headroom_max, max(int(math.floor(hi)), b_min + 1))
+            b_max = headroom_max if extrapolate else min(headroom_max, max(math.floor(hi), b_min + 1))
         mid = 0.5 * (lo + hi)
         intercept = float(lat.intercept_s_)
         if sample_period_s is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,10 @@ from controlkit.design import Design
 from controlkit.loopsim import simulate_pid
 
 __all__ = ["design_plots"]
+
+
+def _affine(intercept_s: float, slope: float, b: float) -> float:
+    return intercept_s + slope * b
 
 
 def design_plots(d: Design, path: Path) -> None:
@@ -35,8 +40,16 @@ def design_plots(d: Design, path: Path) -> None:
         sp = float(d.params["setpoint_s"])
         for s in (p.k_min, p.k_max):
             for dl in p.delays:
-                tr = simulate_pid(c, setpoint_s=sp, step_s=lambda x, s=s: p.intercept_s + s * x, delay=dl,
-                                  b_min=p.b_min, b_max=p.b_max, start=p.b_min, n_steps=400)
+                tr = simulate_pid(
+                    c,
+                    setpoint_s=sp,
+                    step_s=functools.partial(_affine, p.intercept_s, float(s)),
+                    delay=dl,
+                    b_min=p.b_min,
+                    b_max=p.b_max,
+                    start=p.b_min,
+                    n_steps=400,
+                )
                 axes[0, 0].plot(tr.cap, label=f"slope {s:.2g}, delay {dl}")
         axes[0, 0].set(title="step response from b_min", xlabel="decision", ylabel="cap")
         axes[0, 0].legend(fontsize=7)

@@ -49,8 +49,9 @@ def _filter_lag_s(f: FilterSpec, period_s: float) -> tuple[float, float]:
     return 0.0, 0.0
 
 
-def simc_tune(plant: DesignPlant, *, filter: FilterSpec | None = None, lambda_factor: float = 1.0,
-              rate_limit: int = 8) -> ControllerSpec:
+def simc_tune(
+    plant: DesignPlant, *, filter: FilterSpec | None = None, lambda_factor: float = 1.0, rate_limit: int = 8
+) -> ControllerSpec:
     """SIMC tuning on the worst-case slope (see module docstring)."""
     f = filter or FilterSpec()
     t = plant.sample_period_s
@@ -87,8 +88,14 @@ def fast_margins(ctrl: ControllerSpec, delay: int, slope: float, n_freq: int = 1
     return gm_db, pm
 
 
-def robust_tune(plant: DesignPlant, *, filter: FilterSpec | None = None, spec: MarginSpec | None = None,
-                rate_limit: int = 8, n_slopes: int = 7) -> ControllerSpec:
+def robust_tune(
+    plant: DesignPlant,
+    *,
+    filter: FilterSpec | None = None,
+    spec: MarginSpec | None = None,
+    rate_limit: int = 8,
+    n_slopes: int = 7,
+) -> ControllerSpec:
     """Fastest PI whose margins meet ``spec`` at every slope in the interval and every delay.
 
     Raises nothing: when no grid point meets the spec, the most conservative candidate is
@@ -103,7 +110,9 @@ def robust_tune(plant: DesignPlant, *, filter: FilterSpec | None = None, spec: M
     for g in np.geomspace(0.005, 1.5, 36):
         for ratio in (0.0, 0.25, 0.5, 1.0, 2.0):
             ki = float(g) / (t * plant.k_max)
-            cand = ControllerSpec(kp=ratio * ki * t, ki=ki, sample_period_s=t, filter=f, rate_limit=rate_limit)
+            cand = ControllerSpec(
+                kp=ratio * ki * t, ki=ki, sample_period_s=t, filter=f, rate_limit=rate_limit
+            )
             if fallback is None:
                 fallback = cand
             ok, worst = True, 0.0

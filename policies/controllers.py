@@ -53,9 +53,12 @@ class PIDPolicy:
         if not tpot > 0:
             raise PolicyError("pid policy: slos.tpot_s must be > 0 seconds")
         ttft = pf.slos.get("ttft_s")
-        self.supervisor = SloSupervisor(tpot, None if ttft is None else float(ttft),
-                                        priority=str(p.get("priority", "tpot")),
-                                        target_fraction=float(p.get("target_fraction", 0.9)))
+        self.supervisor = SloSupervisor(
+            tpot,
+            None if ttft is None else float(ttft),
+            priority=str(p.get("priority", "tpot")),
+            target_fraction=float(p.get("target_fraction", 0.9)),
+        )
         self.measurement = str(p.get("measurement", "step"))
         self.tokens = p.get("max_batched_tokens")
         self.start = min(max(int(p.get("reference_batch", self.b_min)), self.b_min), self.b_max)
@@ -64,7 +67,9 @@ class PIDPolicy:
     def reset(self) -> None:
         """Back to the reference batch, normal mode."""
         self.supervisor.reset()
-        self.pid = make_pid(self.ctrl, self.supervisor.setpoint_for("normal"), self.b_min, self.b_max, self.start)
+        self.pid = make_pid(
+            self.ctrl, self.supervisor.setpoint_for("normal"), self.b_min, self.b_max, self.start
+        )
         self._last = BatchLimits(self.start, self.tokens)
 
     def decide(self, observation: Observation) -> BatchLimits:
@@ -72,7 +77,9 @@ class PIDPolicy:
         try:
             y = observation.itl_mean_s if self.measurement == "itl" else observation.last_step_s
             if not (math.isfinite(y) and y > 0):
-                return BatchLimits(self._last.max_active_seqs, self.tokens, flags=frozenset({"no_measurement"}))
+                return BatchLimits(
+                    self._last.max_active_seqs, self.tokens, flags=frozenset({"no_measurement"})
+                )
             state = self.supervisor.update(_ttft_pressure(observation))
             self.pid.setpoint = state.setpoint_s
             cap = self.pid.step(y, self.ctrl.sample_period_s)
@@ -93,7 +100,7 @@ class OptimalPolicy:
         """Stateless."""
 
     def decide(self, observation: Observation) -> BatchLimits:
-        """Always the optimum."""
+        """Return the optimum, always."""
         return BatchLimits(self.cap, self.tokens)
 
 
@@ -105,12 +112,19 @@ class MPCPolicy:
         self.b_min, b_max = _bounds(pf, ctx)
         try:
             self.mpc = MPCController(
-                intercept_s=float(p["intercept_s"]), k_max=float(p["k_max"]), tpot_slo_s=float(pf.slos["tpot_s"]),
-                ttft_slo_s=pf.slos.get("ttft_s"), b_min=self.b_min, cap_upper=min(int(p["cap_upper"]), b_max),
+                intercept_s=float(p["intercept_s"]),
+                k_max=float(p["k_max"]),
+                tpot_slo_s=float(pf.slos["tpot_s"]),
+                ttft_slo_s=pf.slos.get("ttft_s"),
+                b_min=self.b_min,
+                cap_upper=min(int(p["cap_upper"]), b_max),
                 rate_limit=_int(pf.limits, "rate_limit", "mpc policy limits"),
-                prompt_tokens_mean=float(p["prompt_tokens_mean"]), output_tokens_mean=float(p["output_tokens_mean"]),
-                budgets=tuple(int(b) for b in p["budgets"]), prefill_s_per_token=float(p.get("prefill_s_per_token", 0)),
-                horizon=int(p.get("horizon", 8)))
+                prompt_tokens_mean=float(p["prompt_tokens_mean"]),
+                output_tokens_mean=float(p["output_tokens_mean"]),
+                budgets=tuple(int(b) for b in p["budgets"]),
+                prefill_s_per_token=float(p.get("prefill_s_per_token", 0)),
+                horizon=int(p.get("horizon", 8)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise PolicyError(f"mpc policy: params are missing or malformed ({exc})") from None
         self.every_k = max(1, int(p.get("every_k", 1)))
@@ -137,13 +151,18 @@ class MPCPolicy:
             self._n += 1
             if (self._n - 1) % self.every_k:
                 return self._last
-            cap, tokens = self.mpc.decide(num_running=observation.num_running, num_waiting=observation.num_waiting,
-                                          cap=self._last.max_active_seqs, arrivals_per_s=self._rate)
+            cap, tokens = self.mpc.decide(
+                num_running=observation.num_running,
+                num_waiting=observation.num_waiting,
+                cap=self._last.max_active_seqs,
+                arrivals_per_s=self._rate,
+            )
             self._last = BatchLimits(cap, tokens)
             return self._last
         except Exception:  # never raise into the engine
-            return BatchLimits(self._last.max_active_seqs, self._last.max_batched_tokens,
-                               flags=frozenset({"policy_fault"}))
+            return BatchLimits(
+                self._last.max_active_seqs, self._last.max_batched_tokens, flags=frozenset({"policy_fault"})
+            )
 
 
 register("pid", PIDPolicy)

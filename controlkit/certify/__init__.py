@@ -22,44 +22,80 @@ from controlkit.plant import DesignPlant
 from controlkit.policyfile import PolicyFile
 from identification.errors import PolicyError
 
-__all__ = ["Certificate", "Claim", "ControllerSpec", "LoopMargins", "MarginSpec", "certify_pid",
-           "certify_policy", "certify_static", "loop_margins"]
+__all__ = [
+    "Certificate",
+    "Claim",
+    "ControllerSpec",
+    "LoopMargins",
+    "MarginSpec",
+    "certify_pid",
+    "certify_policy",
+    "certify_static",
+    "loop_margins",
+]
 
 
-def certify_pid(plant: DesignPlant, ctrl: ControllerSpec, *, spec: MarginSpec | None = None,
-                chol_hint: dict[str, Any] | None = None) -> Certificate:
+def certify_pid(
+    plant: DesignPlant,
+    ctrl: ControllerSpec,
+    *,
+    spec: MarginSpec | None = None,
+    chol_hint: dict[str, Any] | None = None,
+) -> Certificate:
     """All claims of a PID loop on ``plant``: poles, margins, contraction, memory safety."""
     sp = spec or MarginSpec()
     poles, pole_nums = pole_claim(plant, ctrl)
     margins, _ = margin_claims(plant, ctrl, sp)
     contraction, c_nums = contraction_claim(plant, ctrl, chol_hint=chol_hint)
     memory = memory_claim(plant, plant.b_max)
-    assumptions = _assumptions(plant) | {"phase_margin_deg_required": sp.phase_margin_deg,
-                                         "gain_margin_db_required": sp.gain_margin_db}
+    assumptions = _assumptions(plant) | {
+        "phase_margin_deg_required": sp.phase_margin_deg,
+        "gain_margin_db_required": sp.gain_margin_db,
+    }
     return Certificate((poles, *margins, contraction, memory), assumptions, pole_nums | c_nums)
 
 
-def certify_static(plant: DesignPlant, batch: int, tpot_slo_s: float | None,
-                   extra: tuple[Claim, ...] = ()) -> Certificate:
+def certify_static(
+    plant: DesignPlant, batch: int, tpot_slo_s: float | None, extra: tuple[Claim, ...] = ()
+) -> Certificate:
     """Claims of a static operating point: TPOT at the upper slope (if given), memory safety."""
     claims: list[Claim] = []
     if tpot_slo_s is not None:
         y = plant.step_upper_s(batch)
-        claims.append(Claim("tpot_at_upper_slope", y <= tpot_slo_s, y, tpot_slo_s, tpot_slo_s - y, "s",
-                            f"intercept + k_max x {batch}"))
+        claims.append(
+            Claim(
+                "tpot_at_upper_slope",
+                y <= tpot_slo_s,
+                y,
+                tpot_slo_s,
+                tpot_slo_s - y,
+                "s",
+                f"intercept + k_max x {batch}",
+            )
+        )
     return Certificate((*claims, memory_claim(plant, batch), *extra), _assumptions(plant), {})
 
 
 def _assumptions(plant: DesignPlant) -> dict[str, Any]:
-    return {"k_min": plant.k_min, "k_nom": plant.k_nom, "k_max": plant.k_max, "delays": list(plant.delays),
-            "b_min": plant.b_min, "b_max": plant.b_max, "sample_period_s": plant.sample_period_s,
-            "intercept_s": plant.intercept_s, "kv_capacity_blocks": plant.kv_capacity_blocks,
-            "block_size": plant.block_size, "tokens_per_seq": plant.tokens_per_seq,
-            "kv_headroom": plant.kv_headroom, "source": plant.source}
+    return {
+        "k_min": plant.k_min,
+        "k_nom": plant.k_nom,
+        "k_max": plant.k_max,
+        "delays": list(plant.delays),
+        "b_min": plant.b_min,
+        "b_max": plant.b_max,
+        "sample_period_s": plant.sample_period_s,
+        "intercept_s": plant.intercept_s,
+        "kv_capacity_blocks": plant.kv_capacity_blocks,
+        "block_size": plant.block_size,
+        "tokens_per_seq": plant.tokens_per_seq,
+        "kv_headroom": plant.kv_headroom,
+        "source": plant.source,
+    }
 
 
 def plant_for_policy(pf: PolicyFile, plant: DesignPlant) -> DesignPlant:
-    """The plant to check ``pf`` against: the new model's numbers, the file's bounds and period."""
+    """Return the plant to check ``pf`` against: the new model's numbers, the file's bounds and period."""
     lim = pf.limits
     try:
         b_min, b_max = int(lim["b_min"]), int(lim["b_max"])
@@ -68,8 +104,9 @@ def plant_for_policy(pf: PolicyFile, plant: DesignPlant) -> DesignPlant:
     assume = (pf.certificate or {}).get("assumptions", {})
     delays = tuple(int(d) for d in assume.get("delays", plant.delays))
     headroom = float(assume.get("kv_headroom", plant.kv_headroom))
-    return plant.replace(b_min=b_min, b_max=b_max, sample_period_s=pf.sample_period_s, delays=delays,
-                         kv_headroom=headroom)
+    return plant.replace(
+        b_min=b_min, b_max=b_max, sample_period_s=pf.sample_period_s, delays=delays, kv_headroom=headroom
+    )
 
 
 def certify_policy(pf: PolicyFile, plant: DesignPlant) -> Certificate:
@@ -78,8 +115,10 @@ def certify_policy(pf: PolicyFile, plant: DesignPlant) -> Certificate:
     assume = (pf.certificate or {}).get("assumptions", {})
     if pf.kind == "pid":
         ctrl = ControllerSpec.from_dict(dict(pf.params["controller"]))
-        spec = MarginSpec(float(assume.get("phase_margin_deg_required", 60.0)),
-                          float(assume.get("gain_margin_db_required", 6.0)))
+        spec = MarginSpec(
+            float(assume.get("phase_margin_deg_required", 60.0)),
+            float(assume.get("gain_margin_db_required", 6.0)),
+        )
         hint = (pf.certificate or {}).get("numbers", {}).get("lyapunov_chol_by_delay")
         return certify_pid(p, ctrl, spec=spec, chol_hint=hint)
     tpot = float(pf.slos.get("tpot_s", 0.0))

@@ -64,23 +64,37 @@ class Claim:
     detail: str = ""
 
     def line(self) -> str:
-        """A one-line human summary."""
+        """Return a one-line human summary."""
         mark = "ok  " if self.holds else "FAIL"
-        return (f"{mark} {self.name}: {self.value:.4g} vs {self.threshold:.4g} {self.unit} "
-                f"(margin {self.margin:+.3g}){' - ' + self.detail if self.detail else ''}")
+        return (
+            f"{mark} {self.name}: {self.value:.4g} vs {self.threshold:.4g} {self.unit} "
+            f"(margin {self.margin:+.3g}){' - ' + self.detail if self.detail else ''}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (infinities as strings)."""
-        return {"name": self.name, "holds": self.holds, "value": _json_num(self.value),
-                "threshold": _json_num(self.threshold), "margin": _json_num(self.margin),
-                "unit": self.unit, "detail": self.detail}
+        return {
+            "name": self.name,
+            "holds": self.holds,
+            "value": _json_num(self.value),
+            "threshold": _json_num(self.threshold),
+            "margin": _json_num(self.margin),
+            "unit": self.unit,
+            "detail": self.detail,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Claim:
         """Inverse of :meth:`to_dict`."""
-        return cls(str(d["name"]), bool(d["holds"]), _from_json_num(d["value"]),
-                   _from_json_num(d["threshold"]), _from_json_num(d["margin"]), str(d.get("unit", "")),
-                   str(d.get("detail", "")))
+        return cls(
+            str(d["name"]),
+            bool(d["holds"]),
+            _from_json_num(d["value"]),
+            _from_json_num(d["threshold"]),
+            _from_json_num(d["margin"]),
+            str(d.get("unit", "")),
+            str(d.get("detail", "")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +132,7 @@ class Certificate:
         return tuple(c for c in self.claims if not c.holds)
 
     def claim(self, name: str) -> Claim:
-        """The claim called ``name`` (KeyError if absent)."""
+        """Return the claim called ``name`` (KeyError if absent)."""
         for c in self.claims:
             if c.name == name:
                 return c
@@ -126,23 +140,34 @@ class Certificate:
 
     def summary(self) -> str:
         """Human summary, one line per claim."""
-        head = "certificate: all claims hold" if self.holds else f"certificate: {len(self.failed)} claim(s) FAIL"
+        head = (
+            "certificate: all claims hold" if self.holds else f"certificate: {len(self.failed)} claim(s) FAIL"
+        )
         return "\n".join([head] + ["  " + c.line() for c in self.claims])
 
     def failure_message(self) -> str:
-        """What failed and by how much, for :class:`UncertifiedError`."""
-        return "; ".join(f"claim {c.name!r} fails: {c.value:.4g} vs required {c.threshold:.4g} {c.unit} "
-                         f"(short by {abs(c.margin):.3g}){' - ' + c.detail if c.detail else ''}"
-                         for c in self.failed)
+        """Say what failed and by how much, for :class:`UncertifiedError`."""
+        return "; ".join(
+            f"claim {c.name!r} fails: {c.value:.4g} vs required {c.threshold:.4g} {c.unit} "
+            f"(short by {abs(c.margin):.3g}){' - ' + c.detail if c.detail else ''}"
+            for c in self.failed
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for the policy file."""
-        return {"schema": CERTIFICATE_SCHEMA, "holds": self.holds,
-                "claims": [c.to_dict() for c in self.claims],
-                "assumptions": dict(self.assumptions), "numbers": dict(self.numbers)}
+        return {
+            "schema": CERTIFICATE_SCHEMA,
+            "holds": self.holds,
+            "claims": [c.to_dict() for c in self.claims],
+            "assumptions": dict(self.assumptions),
+            "numbers": dict(self.numbers),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Certificate:
         """Inverse of :meth:`to_dict`."""
-        return cls(tuple(Claim.from_dict(c) for c in d.get("claims", [])),
-                   dict(d.get("assumptions", {})), dict(d.get("numbers", {})))
+        return cls(
+            tuple(Claim.from_dict(c) for c in d.get("claims", [])),
+            dict(d.get("assumptions", {})),
+            dict(d.get("numbers", {})),
+        )

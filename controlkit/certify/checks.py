@@ -28,8 +28,16 @@ from controlkit.certify.loop import ControllerSpec, char_poly, open_loop_poly, v
 from controlkit.certify.lyapunov import common_lyapunov, contraction_rate
 from controlkit.plant import DesignPlant
 
-__all__ = ["MarginSpec", "contraction_claim", "crossing_slopes", "loop_margins", "margin_claims",
-           "memory_claim", "pole_claim", "worst_spectral_radius"]
+__all__ = [
+    "MarginSpec",
+    "contraction_claim",
+    "crossing_slopes",
+    "loop_margins",
+    "margin_claims",
+    "memory_claim",
+    "pole_claim",
+    "worst_spectral_radius",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +73,10 @@ def crossing_slopes(ctrl: ControllerSpec, delay: int) -> list[float]:
     return sorted(out)
 
 
-def worst_spectral_radius(ctrl: ControllerSpec, delay: int, k_min: float, k_max: float,
-                          n_grid: int = 64) -> tuple[float, float]:
-    """The largest pole modulus over a slope grid, and the slope where it occurs."""
+def worst_spectral_radius(
+    ctrl: ControllerSpec, delay: int, k_min: float, k_max: float, n_grid: int = 64
+) -> tuple[float, float]:
+    """Return the largest pole modulus over a slope grid, and the slope where it occurs."""
     worst, at = -1.0, k_min
     for s in np.linspace(k_min, k_max, n_grid):
         r = float(max(abs(np.roots(char_poly(ctrl, delay, float(s))))))
@@ -93,11 +102,20 @@ def pole_claim(plant: DesignPlant, ctrl: ControllerSpec) -> tuple[Claim, dict[st
     s_crit_min = min(crit.values())
     holds = exact_ok and worst < 1.0
     ratio = s_crit_min / plant.k_max
-    claim = Claim("poles_inside_unit_circle", holds, worst, 1.0, 1.0 - worst, "spectral radius",
-                  f"worst at slope {worst_at:.3g} s/seq, delay {worst_d}; first crossing slope "
-                  f"{s_crit_min:.3g} s/seq = {ratio:.3g} x k_max (exact root-locus crossing)")
-    return claim, {"crossing_slope_by_delay": {k: (v if math.isfinite(v) else "inf") for k, v in crit.items()},
-                   "slope_margin_ratio": ratio if math.isfinite(ratio) else "inf"}
+    claim = Claim(
+        "poles_inside_unit_circle",
+        holds,
+        worst,
+        1.0,
+        1.0 - worst,
+        "spectral radius",
+        f"worst at slope {worst_at:.3g} s/seq, delay {worst_d}; first crossing slope "
+        f"{s_crit_min:.3g} s/seq = {ratio:.3g} x k_max (exact root-locus crossing)",
+    )
+    return claim, {
+        "crossing_slope_by_delay": {k: (v if math.isfinite(v) else "inf") for k, v in crit.items()},
+        "slope_margin_ratio": ratio if math.isfinite(ratio) else "inf",
+    }
 
 
 def loop_margins(ctrl: ControllerSpec, delay: int, slope: float) -> LoopMargins:
@@ -122,25 +140,47 @@ def loop_margins(ctrl: ControllerSpec, delay: int, slope: float) -> LoopMargins:
     return LoopMargins(gm_db, pm_f, sm, wpc, wgc, slope, delay)
 
 
-def margin_claims(plant: DesignPlant, ctrl: ControllerSpec, spec: MarginSpec,
-                  n_grid: int = 9) -> tuple[list[Claim], list[LoopMargins]]:
+def margin_claims(
+    plant: DesignPlant, ctrl: ControllerSpec, spec: MarginSpec, n_grid: int = 9
+) -> tuple[list[Claim], list[LoopMargins]]:
     """Worst gain and phase margin over a slope grid and every delay."""
-    rows = [loop_margins(ctrl, d, float(s)) for d in plant.delays
-            for s in np.linspace(plant.k_min, plant.k_max, n_grid)]
+    rows = [
+        loop_margins(ctrl, d, float(s))
+        for d in plant.delays
+        for s in np.linspace(plant.k_min, plant.k_max, n_grid)
+    ]
     g = min(rows, key=lambda m: m.gain_margin_db)
     p = min(rows, key=lambda m: m.phase_margin_deg)
     where = f"python-control stability_margins, {n_grid} slopes x delays {list(plant.delays)}"
     return [
-        Claim("gain_margin", g.gain_margin_db >= spec.gain_margin_db, g.gain_margin_db, spec.gain_margin_db,
-              g.gain_margin_db - spec.gain_margin_db, "dB", f"worst at slope {g.slope:.3g}, delay {g.delay}; {where}"),
-        Claim("phase_margin", p.phase_margin_deg >= spec.phase_margin_deg, p.phase_margin_deg,
-              spec.phase_margin_deg, p.phase_margin_deg - spec.phase_margin_deg, "deg",
-              f"worst at slope {p.slope:.3g}, delay {p.delay}; {where}"),
+        Claim(
+            "gain_margin",
+            g.gain_margin_db >= spec.gain_margin_db,
+            g.gain_margin_db,
+            spec.gain_margin_db,
+            g.gain_margin_db - spec.gain_margin_db,
+            "dB",
+            f"worst at slope {g.slope:.3g}, delay {g.delay}; {where}",
+        ),
+        Claim(
+            "phase_margin",
+            p.phase_margin_deg >= spec.phase_margin_deg,
+            p.phase_margin_deg,
+            spec.phase_margin_deg,
+            p.phase_margin_deg - spec.phase_margin_deg,
+            "deg",
+            f"worst at slope {p.slope:.3g}, delay {p.delay}; {where}",
+        ),
     ], rows
 
 
-def contraction_claim(plant: DesignPlant, ctrl: ControllerSpec, *, chol_hint: dict[str, list[list[float]]] | None = None,
-                      polish_iter: int = 600) -> tuple[Claim, dict[str, object]]:
+def contraction_claim(
+    plant: DesignPlant,
+    ctrl: ControllerSpec,
+    *,
+    chol_hint: dict[str, list[list[float]]] | None = None,
+    polish_iter: int = 600,
+) -> tuple[Claim, dict[str, object]]:
     """Global contraction of the saturated, rate-limited loop over the slope sector.
 
     ``chol_hint`` (from a stored certificate) is tried first: re-checking a stored Lyapunov
@@ -166,12 +206,22 @@ def contraction_claim(plant: DesignPlant, ctrl: ControllerSpec, *, chol_hint: di
     worst_d = max(rhos, key=lambda k: rhos[k])
     rho = rhos[worst_d]
     settle = math.ceil(math.log(0.02) / math.log(rho)) if 0 < rho < 1 else (0 if rho == 0 else -1)
-    claim = Claim("global_contraction", rho < 1.0, rho, 1.0, 1.0 - rho, "rate per decision",
-                  f"common quadratic Lyapunov function over slope x saturation x rate-limit vertices; "
-                  f"worst delay {worst_d}; 2% in {settle} decisions; band +-{bands[worst_d]:.3g} seq")
-    return claim, {"contraction_rate_by_delay": rhos, "lyapunov_chol_by_delay": chols,
-                   "quantisation_band_seq_by_delay": {k: (v if math.isfinite(v) else "inf") for k, v in bands.items()},
-                   "settle_decisions_2pct": settle}
+    claim = Claim(
+        "global_contraction",
+        rho < 1.0,
+        rho,
+        1.0,
+        1.0 - rho,
+        "rate per decision",
+        f"common quadratic Lyapunov function over slope x saturation x rate-limit vertices; "
+        f"worst delay {worst_d}; 2% in {settle} decisions; band +-{bands[worst_d]:.3g} seq",
+    )
+    return claim, {
+        "contraction_rate_by_delay": rhos,
+        "lyapunov_chol_by_delay": chols,
+        "quantisation_band_seq_by_delay": {k: (v if math.isfinite(v) else "inf") for k, v in bands.items()},
+        "settle_decisions_2pct": settle,
+    }
 
 
 def quantisation_band(verts: list, chol: np.ndarray, rho: float, k_max: float) -> float:  # type: ignore[type-arg]
@@ -189,9 +239,16 @@ def quantisation_band(verts: list, chol: np.ndarray, rho: float, k_max: float) -
 
 
 def memory_claim(plant: DesignPlant, cap_max: int) -> Claim:
-    """The largest cap the policy can emit fits the KV cache minus headroom at full length."""
+    """Check that the largest cap the policy can emit fits the KV cache minus headroom at full length."""
     need = cap_max * plant.kv_blocks_per_seq
     usable = plant.kv_usable_blocks
-    return Claim("memory_safety", need <= usable, float(need), float(usable), float(usable - need), "KV blocks",
-                 f"cap {cap_max} x {plant.kv_blocks_per_seq} blocks/seq vs {plant.kv_capacity_blocks} blocks "
-                 f"x (1 - {plant.kv_headroom:g} headroom); memory-safe cap is {plant.memory_max_batch}")
+    return Claim(
+        "memory_safety",
+        need <= usable,
+        float(need),
+        float(usable),
+        float(usable - need),
+        "KV blocks",
+        f"cap {cap_max} x {plant.kv_blocks_per_seq} blocks/seq vs {plant.kv_capacity_blocks} blocks "
+        f"x (1 - {plant.kv_headroom:g} headroom); memory-safe cap is {plant.memory_max_batch}",
+    )

@@ -1,5 +1,6 @@
-"""The modelled feedback loop: transfer functions for poles and margins, vertex state matrices
-for the contraction argument (``docs/theory.md`` §1-§4).
+"""The modelled feedback loop: transfer functions, and vertex matrices for the contraction.
+
+See ``docs/theory.md`` §1-§4.
 
 The loop, per decision ``t`` (deviations from the equilibrium ``b*`` with ``f(b*) = r``):
 
@@ -57,7 +58,7 @@ class ControllerSpec:
     ki: float
     kd: float = 0.0
     sample_period_s: float = 0.05
-    filter: FilterSpec = FilterSpec()
+    filter: FilterSpec = FilterSpec()  # noqa: RUF009 - frozen, immutable default
     rate_limit: int = 8
     derivative_filter_s: float = 0.0
     anti_windup: str = "conditional"
@@ -69,28 +70,47 @@ class ControllerSpec:
         return self.derivative_filter_s / (self.derivative_filter_s + self.sample_period_s)
 
     def scaled(self, factor: float) -> ControllerSpec:
-        """The same controller with every gain multiplied by ``factor``."""
-        return ControllerSpec(self.kp * factor, self.ki * factor, self.kd * factor, self.sample_period_s,
-                              self.filter, self.rate_limit, self.derivative_filter_s, self.anti_windup,
-                              self.tracking_gain)
+        """Return the same controller with every gain multiplied by ``factor``."""
+        return ControllerSpec(
+            self.kp * factor,
+            self.ki * factor,
+            self.kd * factor,
+            self.sample_period_s,
+            self.filter,
+            self.rate_limit,
+            self.derivative_filter_s,
+            self.anti_windup,
+            self.tracking_gain,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the ``params`` of a ``pid`` policy file)."""
-        return {"kp": self.kp, "ki": self.ki, "kd": self.kd, "sample_period_s": self.sample_period_s,
-                "filter": self.filter.to_dict(), "rate_limit": self.rate_limit,
-                "derivative_filter_s": self.derivative_filter_s, "anti_windup": self.anti_windup,
-                "tracking_gain": self.tracking_gain}
+        return {
+            "kp": self.kp,
+            "ki": self.ki,
+            "kd": self.kd,
+            "sample_period_s": self.sample_period_s,
+            "filter": self.filter.to_dict(),
+            "rate_limit": self.rate_limit,
+            "derivative_filter_s": self.derivative_filter_s,
+            "anti_windup": self.anti_windup,
+            "tracking_gain": self.tracking_gain,
+        }
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> ControllerSpec:
         """Inverse of :meth:`to_dict`."""
-        return cls(kp=float(doc["kp"]), ki=float(doc["ki"]), kd=float(doc.get("kd", 0.0)),
-                   sample_period_s=float(doc["sample_period_s"]),
-                   filter=FilterSpec.from_dict(dict(doc.get("filter", {}))),
-                   rate_limit=int(doc.get("rate_limit", 8)),
-                   derivative_filter_s=float(doc.get("derivative_filter_s", 0.0)),
-                   anti_windup=str(doc.get("anti_windup", "conditional")),
-                   tracking_gain=float(doc.get("tracking_gain", 1.0)))
+        return cls(
+            kp=float(doc["kp"]),
+            ki=float(doc["ki"]),
+            kd=float(doc.get("kd", 0.0)),
+            sample_period_s=float(doc["sample_period_s"]),
+            filter=FilterSpec.from_dict(dict(doc.get("filter", {}))),
+            rate_limit=int(doc.get("rate_limit", 8)),
+            derivative_filter_s=float(doc.get("derivative_filter_s", 0.0)),
+            anti_windup=str(doc.get("anti_windup", "conditional")),
+            tracking_gain=float(doc.get("tracking_gain", 1.0)),
+        )
 
 
 def _ctrl_poly(c: ControllerSpec) -> tuple[Vec, Vec]:
@@ -146,14 +166,22 @@ class LoopVertex:
     selector: int
 
 
-def _step(c: ControllerSpec, delay: int, fmodel: tuple[Matrix, Matrix, Matrix, Matrix],
-          x: Vec, y_extra: float, s: float, sigma: float, sigma2: float) -> Vec:
+def _step(
+    c: ControllerSpec,
+    delay: int,
+    fmodel: tuple[Matrix, Matrix, Matrix, Matrix],
+    x: Vec,
+    y_extra: float,
+    s: float,
+    sigma: float,
+    sigma2: float,
+) -> Vec:
     af, bf, cf, df = fmodel
     nf = af.shape[0]
     t = c.sample_period_s
     w = x[0]
     dl = x[1:delay]
-    xf = x[delay:delay + nf]
+    xf = x[delay : delay + nf]
     p = x[delay + nf]
     g = x[delay + nf + 1] if c.kd else 0.0
     cur = w if c.anti_windup == "conditional" else sigma * w
@@ -165,23 +193,28 @@ def _step(c: ControllerSpec, delay: int, fmodel: tuple[Matrix, Matrix, Matrix, M
     dd = (1.0 - b) * (c.kd / t) * (yf - p)
     d_delta = (b - 1.0) * g - dd
     du = sigma2 * (-(c.kp + c.ki * t) * yf + c.kp * p + d_delta)
-    if c.anti_windup == "conditional":
-        w_new = sigma * (w + du)
-    else:
-        w_new = w + du + c.tracking_gain * (cur - w)
+    conditional = c.anti_windup == "conditional"
+    w_new = sigma * (w + du) if conditional else w + du + c.tracking_gain * (cur - w)
     dl_new = np.r_[cur, dl[:-1]] if delay > 1 else np.zeros(0)
     ctrl = [yf] + ([b * g - dd] if c.kd else [])
-    return np.r_[w_new, dl_new, xf_new, ctrl]
+    out: Vec = np.asarray(np.r_[w_new, dl_new, xf_new, ctrl], dtype=float)
+    return out
 
 
 def state_dim(c: ControllerSpec, delay: int, fmodel: tuple[Matrix, Matrix, Matrix, Matrix]) -> int:
     """Dimension of the loop state for this controller, delay and filter model."""
-    return 1 + (delay - 1) + fmodel[0].shape[0] + 1 + (1 if c.kd else 0)
+    return 1 + (delay - 1) + int(fmodel[0].shape[0]) + 1 + (1 if c.kd else 0)
 
 
-def loop_matrix(c: ControllerSpec, delay: int, slope: float, sigma: float = 1.0, sigma2: float = 1.0,
-                selector: int | None = None) -> LoopVertex:
-    """The loop's state matrix at one point of the sector (selector: quantile window position)."""
+def loop_matrix(
+    c: ControllerSpec,
+    delay: int,
+    slope: float,
+    sigma: float = 1.0,
+    sigma2: float = 1.0,
+    selector: int | None = None,
+) -> LoopVertex:
+    """Return the loop's state matrix at one point of the sector (selector: quantile window position)."""
     models = c.filter.selector_models() if selector is not None else [c.filter.linear()]
     fmodel = models[selector or 0]
     n = state_dim(c, delay, fmodel)
@@ -198,8 +231,9 @@ def sigma2_min(c: ControllerSpec, k_max: float, b_min: int, b_max: int) -> float
     return 1.0 if du_max <= c.rate_limit else c.rate_limit / du_max
 
 
-def vertex_matrices(c: ControllerSpec, delay: int, k_min: float, k_max: float,
-                    b_min: int, b_max: int) -> list[LoopVertex]:
+def vertex_matrices(
+    c: ControllerSpec, delay: int, k_min: float, k_max: float, b_min: int, b_max: int
+) -> list[LoopVertex]:
     """Every vertex of the multi-affine sector model (slope x saturation x rate x selector)."""
     s2 = sigma2_min(c, k_max, b_min, b_max)
     sig2 = (s2, 1.0) if s2 < 1.0 else (1.0,)
@@ -214,7 +248,7 @@ def vertex_matrices(c: ControllerSpec, delay: int, k_min: float, k_max: float,
 
 def spectral_radius(m: Matrix) -> float:
     """Largest eigenvalue modulus."""
-    return float(max(abs(np.linalg.eigvals(m)))) if m.size else 0.0
+    return float(np.max(np.abs(np.linalg.eigvals(m)))) if m.size else 0.0
 
 
 def settle_steps(rho: float, ratio: float = 0.02) -> int:

@@ -52,7 +52,7 @@ def _candidates(mats: Sequence[Matrix]) -> list[Matrix]:
     cands = [np.eye(n)]
     groups = [list(mats), *[[m] for m in mats]]
     for group in groups:
-        mean = sum(group) / len(group)
+        mean: Matrix = np.asarray(np.mean(np.stack(group), axis=0), dtype=float)
         r = max(float(max(abs(np.linalg.eigvals(m)))) for m in group)
         if not r < 1.0:
             continue
@@ -68,8 +68,9 @@ def _candidates(mats: Sequence[Matrix]) -> list[Matrix]:
     return cands
 
 
-def common_lyapunov(mats: Sequence[Matrix], *, polish_iter: int = 400, polish_if_below: float = 0.0
-                    ) -> LyapunovResult:
+def common_lyapunov(
+    mats: Sequence[Matrix], *, polish_iter: int = 400, polish_if_below: float = 0.0
+) -> LyapunovResult:
     """Search a common quadratic Lyapunov function; ``rho < 1`` certifies contraction.
 
     Candidates come from discrete Lyapunov equations of the vertices and of their mean; the
@@ -107,8 +108,12 @@ def _search(mats: Sequence[Matrix], polish_iter: int, polish_if_below: float) ->
         return contraction_rate(mats, l_)
 
     scale = np.abs(best[idx]).max()
-    res = scipy.optimize.minimize(objective, best[idx] / scale, method="Nelder-Mead",
-                                  options={"maxiter": polish_iter, "xatol": 1e-6, "fatol": 1e-7})
+    res = scipy.optimize.minimize(
+        objective,
+        best[idx] / scale,
+        method="Nelder-Mead",
+        options={"maxiter": polish_iter, "xatol": 1e-6, "fatol": 1e-7},
+    )
     cand = unpack(res.x)
     rho1 = objective(res.x)
     return LyapunovResult(rho1, cand) if rho1 < rho0 else LyapunovResult(rho0, best)

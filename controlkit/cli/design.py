@@ -17,18 +17,27 @@ __all__ = ["command", "summary"]
 def summary(d: Design) -> str:
     """Gains or operating point, margins and the certificate, as printed by the command."""
     op = d.operating_point
-    lines = [f"controller: {d.kind}   SLOs: " + ", ".join(f"{k}={v:g}" for k, v in d.slos.items()),
-             f"plant: slope [{d.plant.k_min:.3g}, {d.plant.k_max:.3g}] s/seq, intercept {d.plant.intercept_s:.3g} s, "
-             f"delays {list(d.plant.delays)}, cap range [{d.plant.b_min}, {d.plant.b_max}]",
-             f"operating point: batch {op.batch} ({op.binding} binds), max_batched_tokens {op.max_batched_tokens}, "
-             f"step at upper slope {op.step_upper_s:.4g} s, predicted TTFT {op.ttft_pred_s:.3g} s"]
+    lines = [
+        f"controller: {d.kind}   SLOs: " + ", ".join(f"{k}={v:g}" for k, v in d.slos.items()),
+        f"plant: slope [{d.plant.k_min:.3g}, {d.plant.k_max:.3g}] s/seq, "
+        f"intercept {d.plant.intercept_s:.3g} s, "
+        f"delays {list(d.plant.delays)}, cap range [{d.plant.b_min}, {d.plant.b_max}]",
+        f"operating point: batch {op.batch} ({op.binding} binds), "
+        f"max_batched_tokens {op.max_batched_tokens}, "
+        f"step at upper slope {op.step_upper_s:.4g} s, predicted TTFT {op.ttft_pred_s:.3g} s",
+    ]
     if not op.ttft_feasible:
-        lines.append("load: INFEASIBLE - the TTFT SLO cannot be met at the TPOT-feasible batch; "
-                     f"priority={d.params.get('priority', 'tpot')} decides which SLO wins")
+        lines.append(
+            "load: INFEASIBLE - the TTFT SLO cannot be met at the TPOT-feasible batch; "
+            f"priority={d.params.get('priority', 'tpot')} decides which SLO wins"
+        )
     if d.controller is not None:
         c = d.controller
-        lines.append(f"gains: kp={c.kp:.4g} seq/s  ki={c.ki:.4g} seq/s^2  kd={c.kd:.4g}  period {c.sample_period_s:.4g} s "
-                     f"setpoint {d.params['setpoint_s']:.4g} s  filter {c.filter.kind}  rate {c.rate_limit}/decision")
+        lines.append(
+            f"gains: kp={c.kp:.4g} seq/s  ki={c.ki:.4g} seq/s^2  kd={c.kd:.4g}  "
+            f"period {c.sample_period_s:.4g} s "
+            f"setpoint {d.params['setpoint_s']:.4g} s  filter {c.filter.kind}  rate {c.rate_limit}/decision"
+        )
     lines.append(d.certificate.summary())
     return "\n".join(lines)
 
@@ -42,16 +51,38 @@ def summary(d: Design) -> str:
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Design plots (PNG).")
 @click.option("--allow-uncertified", is_flag=True, help="Write the file even if a claim fails (marked).")
 @click.option("--tuning", type=click.Choice(["robust", "simc"]), default="robust", show_default=True)
-@click.option("--filter", "filter_kind", type=click.Choice(["ema", "quantile", "none"]), default="ema",
-              show_default=True)
+@click.option(
+    "--filter",
+    "filter_kind",
+    type=click.Choice(["ema", "quantile", "none"]),
+    default="ema",
+    show_default=True,
+)
 @click.option("--delays", default="1,2", show_default=True, help="Measurement delays to certify (decisions).")
-@click.option("--priority", type=click.Choice(["tpot", "ttft"]), default="tpot", show_default=True,
-              help="Which SLO wins in overload.")
+@click.option(
+    "--priority",
+    type=click.Choice(["tpot", "ttft"]),
+    default="tpot",
+    show_default=True,
+    help="Which SLO wins in overload.",
+)
 @click.option("--rate-limit", type=int, default=8, show_default=True, help="Cap change per decision.")
 @click.option("--b-max", type=int, default=None, help="Upper cap (default: memory-safe, within validity).")
-def command(model_path: str, tpot_slo_s: float, ttft_slo_s: float | None, controller: str, output: str,
-            plot: str | None, allow_uncertified: bool, tuning: str, filter_kind: str, delays: str,
-            priority: str, rate_limit: int, b_max: int | None) -> None:
+def command(
+    model_path: str,
+    tpot_slo_s: float,
+    ttft_slo_s: float | None,
+    controller: str,
+    output: str,
+    plot: str | None,
+    allow_uncertified: bool,
+    tuning: str,
+    filter_kind: str,
+    delays: str,
+    priority: str,
+    rate_limit: int,
+    b_max: int | None,
+) -> None:
     """Design a certified controller from MODEL.json and write a controlkit.policy/1 file."""
     try:
         delay_t = tuple(int(x) for x in delays.split(","))
@@ -60,8 +91,15 @@ def command(model_path: str, tpot_slo_s: float, ttft_slo_s: float | None, contro
     model = load_model(model_path)
     plant = DesignPlant.from_model(model, delays=delay_t, b_max=b_max, source=str(model_path))
     if controller == "pid":
-        d = design_pid(plant, tpot_slo_s, ttft_slo_s, method=tuning, filter=FilterSpec(filter_kind),
-                       priority=priority, rate_limit=rate_limit)
+        d = design_pid(
+            plant,
+            tpot_slo_s,
+            ttft_slo_s,
+            method=tuning,
+            filter=FilterSpec(filter_kind),
+            priority=priority,
+            rate_limit=rate_limit,
+        )
     elif controller == "optimal":
         d = design_optimal(plant, tpot_slo_s, ttft_slo_s)
     else:

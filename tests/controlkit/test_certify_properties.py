@@ -12,9 +12,19 @@ from controlkit.plant import DesignPlant
 
 
 def make_plant(k_min: float, ratio: float, delays: tuple[int, ...] = (1, 2), b_max: int = 256) -> DesignPlant:
-    return DesignPlant(sample_period_s=0.04, intercept_s=0.015, k_min=k_min, k_nom=k_min * (1 + ratio) / 2,
-                       k_max=k_min * ratio, b_min=1, b_max=b_max, kv_capacity_blocks=200_000, block_size=16,
-                       tokens_per_seq=512, delays=delays)
+    return DesignPlant(
+        sample_period_s=0.04,
+        intercept_s=0.015,
+        k_min=k_min,
+        k_nom=k_min * (1 + ratio) / 2,
+        k_max=k_min * ratio,
+        b_min=1,
+        b_max=b_max,
+        kv_capacity_blocks=200_000,
+        block_size=16,
+        tokens_per_seq=512,
+        delays=delays,
+    )
 
 
 _DESIGNS: dict[tuple[float, float, str], object] = {}
@@ -29,7 +39,9 @@ def designed(k_min: float, ratio: float, method: str):  # cached: design is the 
     return _DESIGNS[key]
 
 
-plants = st.tuples(st.sampled_from([5e-5, 1.5e-4]), st.sampled_from([1.3, 2.0]), st.sampled_from(["simc", "robust"]))
+plants = st.tuples(
+    st.sampled_from([5e-5, 1.5e-4]), st.sampled_from([1.3, 2.0]), st.sampled_from(["simc", "robust"])
+)
 
 
 @settings(max_examples=25)
@@ -40,16 +52,19 @@ def test_certified_controller_converges_from_any_bounded_start(cfg, data):
     p, c = d.plant, d.controller
     delay = data.draw(st.sampled_from(p.delays), label="delay")
     # a plant inside the certificate: piecewise-linear, every slope in [k_min, k_max] (edges included)
-    slopes = data.draw(st.lists(st.sampled_from([p.k_min, p.k_max, 0.5 * (p.k_min + p.k_max)]), min_size=1,
-                                max_size=5), label="slopes")
+    slopes = data.draw(
+        st.lists(st.sampled_from([p.k_min, p.k_max, 0.5 * (p.k_min + p.k_max)]), min_size=1, max_size=5),
+        label="slopes",
+    )
     b_star = data.draw(st.floats(p.b_min + 2, p.b_max - 2), label="b*")
     start = data.draw(st.integers(p.b_min, p.b_max), label="start")
     setpoint = d.params["setpoint_s"]
     shape = piecewise_linear_plant(0.0, slopes, p.b_max)
     intercept = setpoint - shape(b_star)
     f = lambda b: intercept + shape(b)  # noqa: E731
-    tr = simulate_pid(c, setpoint_s=setpoint, step_s=f, delay=delay, b_min=p.b_min, b_max=p.b_max, start=start,
-                      n_steps=1500)
+    tr = simulate_pid(
+        c, setpoint_s=setpoint, step_s=f, delay=delay, b_min=p.b_min, b_max=p.b_max, start=start, n_steps=1500
+    )
     caps = np.r_[start, tr.cap]
     assert caps.min() >= p.b_min and caps.max() <= p.b_max
     assert np.abs(np.diff(caps)).max() <= c.rate_limit
@@ -75,8 +90,17 @@ def test_certified_loop_recovers_after_a_load_step(cfg, jump_s, at):
     p, c = d.plant, d.controller
     sp = d.params["setpoint_s"]
     f = lambda b: sp - p.k_nom * 100 + p.k_nom * b  # noqa: E731  b* = 100 before the step
-    tr = simulate_pid(c, setpoint_s=sp, step_s=f, delay=max(p.delays), b_min=p.b_min, b_max=p.b_max, start=100,
-                      n_steps=at + 1500, disturbance_s=lambda t: jump_s if t >= at else 0.0)
+    tr = simulate_pid(
+        c,
+        setpoint_s=sp,
+        step_s=f,
+        delay=max(p.delays),
+        b_min=p.b_min,
+        b_max=p.b_max,
+        start=100,
+        n_steps=at + 1500,
+        disturbance_s=lambda t: jump_s if t >= at else 0.0,
+    )
     b_after = min(max(100 - jump_s / p.k_nom, p.b_min), p.b_max)
     band = d.certificate.numbers["quantisation_band_seq_by_delay"][str(max(p.delays))]
     assert np.abs(tr.cap[-100:] - b_after).max() <= band + 1
@@ -95,15 +119,17 @@ def test_slope_beyond_the_crossing_slope_is_caught_by_certify_and_oscillates_in_
     sp = d.params["setpoint_s"]
     s = 1.3 * s_crit
     f = lambda b: sp - s * 100 + s * b  # noqa: E731
-    tr = simulate_pid(c, setpoint_s=sp, step_s=f, delay=max(p.delays), b_min=p.b_min, b_max=p.b_max, start=90,
-                      n_steps=3000)
+    tr = simulate_pid(
+        c, setpoint_s=sp, step_s=f, delay=max(p.delays), b_min=p.b_min, b_max=p.b_max, start=90, n_steps=3000
+    )
     tail = tr.cap[-300:]
     # a sustained oscillation (the rate limit bounds it into a limit cycle) ...
     assert tail.max() - tail.min() >= 10
     # ... where the same loop at the top certified slope settles to the quantisation level
     g = lambda b: sp - p.k_max * 100 + p.k_max * b  # noqa: E731
-    ok = simulate_pid(c, setpoint_s=sp, step_s=g, delay=max(p.delays), b_min=p.b_min, b_max=p.b_max, start=90,
-                      n_steps=3000)
+    ok = simulate_pid(
+        c, setpoint_s=sp, step_s=g, delay=max(p.delays), b_min=p.b_min, b_max=p.b_max, start=90, n_steps=3000
+    )
     assert ok.cap[-300:].max() - ok.cap[-300:].min() <= 2
 
 
@@ -117,7 +143,9 @@ def test_gains_scaled_up_leave_the_certified_region_and_the_loop_oscillates():
     assert "poles_inside_unit_circle" in failed
     sp = d.params["setpoint_s"]
     f = lambda b: sp - p.k_max * 120 + p.k_max * b  # noqa: E731
-    tr = simulate_pid(hot, setpoint_s=sp, step_s=f, delay=2, b_min=p.b_min, b_max=p.b_max, start=110, n_steps=2000)
+    tr = simulate_pid(
+        hot, setpoint_s=sp, step_s=f, delay=2, b_min=p.b_min, b_max=p.b_max, start=110, n_steps=2000
+    )
     tail = tr.cap[-300:]
     assert tail.max() - tail.min() >= 10  # a sustained limit cycle, not the +-1 quantisation dither
 

@@ -12,12 +12,21 @@ from controlkit.cli import main
 
 
 def fake_model(k_lo=1e-4, k_hi=1.5e-4, capacity=8000):
-    lat = SimpleNamespace(slope_=0.5 * (k_lo + k_hi), slope_interval_=(k_lo, k_hi), intercept_s_=0.02,
-                          batch_range_=(1.0, 256.0), typical_context_tokens_=600.0,
-                          predict_step_s=lambda b, context_tokens=None, prefill_tokens=0:
-                          0.02 + 1.2e-4 * np.asarray(b, dtype=float) + 1e-5 * np.asarray(prefill_tokens))
-    mem = SimpleNamespace(capacity_blocks_=capacity, block_size_=16,
-                          max_batch=lambda tokens, headroom=0.05: int(capacity * (1 - headroom)) // -(-int(tokens) // 16))
+    lat = SimpleNamespace(
+        slope_=0.5 * (k_lo + k_hi),
+        slope_interval_=(k_lo, k_hi),
+        intercept_s_=0.02,
+        batch_range_=(1.0, 256.0),
+        typical_context_tokens_=600.0,
+        predict_step_s=lambda b, context_tokens=None, prefill_tokens=0: (
+            0.02 + 1.2e-4 * np.asarray(b, dtype=float) + 1e-5 * np.asarray(prefill_tokens)
+        ),
+    )
+    mem = SimpleNamespace(
+        capacity_blocks_=capacity,
+        block_size_=16,
+        max_batch=lambda tokens, headroom=0.05: int(capacity * (1 - headroom)) // -(-int(tokens) // 16),
+    )
     wl = SimpleNamespace(prompt_tokens_mean_=400.0, output_tokens_mean_=200.0, arrival_rate_per_s_=5.0)
     return SimpleNamespace(latency=lat, memory=mem, workload=wl)
 
@@ -32,8 +41,20 @@ def models(monkeypatch):
 @pytest.mark.parametrize("kind", ["pid", "optimal", "mpc"])
 def test_design_writes_a_certified_policy_and_certify_accepts_it(models, tmp_path, capsys, kind):
     out = tmp_path / "policy.json"
-    rc = main(["design", "a.json", "--tpot-slo-s", "0.05", "--ttft-slo-s", "2.0", "--controller", kind,
-               "-o", str(out)])
+    rc = main(
+        [
+            "design",
+            "a.json",
+            "--tpot-slo-s",
+            "0.05",
+            "--ttft-slo-s",
+            "2.0",
+            "--controller",
+            kind,
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0
     doc = json.loads(out.read_text())
     assert doc["kind"] == kind and doc["certificate"]["holds"] and not doc["uncertified"]
@@ -52,8 +73,18 @@ def test_certify_rejects_an_old_policy_on_a_new_gpus_model(models, tmp_path, cap
 
 def test_design_refuses_an_uncertified_controller_unless_allowed(models, tmp_path, capsys):
     out = tmp_path / "p.json"
-    args = ["design", "a.json", "--tpot-slo-s", "0.05", "--controller", "optimal", "--ttft-slo-s", "0.001", "-o",
-            str(out)]
+    args = [
+        "design",
+        "a.json",
+        "--tpot-slo-s",
+        "0.05",
+        "--controller",
+        "optimal",
+        "--ttft-slo-s",
+        "0.001",
+        "-o",
+        str(out),
+    ]
     assert main(args) == 1
     assert "claim 'ttft_predicted' fails" in capsys.readouterr().err and not out.exists()
     assert main([*args, "--allow-uncertified"]) == 0
@@ -67,11 +98,28 @@ def test_impossible_tpot_slo_is_one_clear_line(models, tmp_path, capsys):
 
 def test_design_plot_is_written(models, tmp_path):
     png = tmp_path / "d.png"
-    assert main(["design", "a.json", "--tpot-slo-s", "0.05", "-o", str(tmp_path / "p.json"), "--plot", str(png),
-                 "--tuning", "simc"]) == 0
+    assert (
+        main(
+            [
+                "design",
+                "a.json",
+                "--tpot-slo-s",
+                "0.05",
+                "-o",
+                str(tmp_path / "p.json"),
+                "--plot",
+                str(png),
+                "--tuning",
+                "simc",
+            ]
+        )
+        == 0
+    )
     assert png.stat().st_size > 10_000
 
 
 def test_cli_subprocess_smoke():
-    r = subprocess.run([sys.executable, "-m", "controlkit.cli", "design", "--help"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "controlkit.cli", "design", "--help"], capture_output=True, text=True
+    )
     assert r.returncode == 0 and "--allow-uncertified" in r.stdout

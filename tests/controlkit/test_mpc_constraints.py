@@ -7,14 +7,30 @@ from controlkit.plant import DesignPlant
 
 
 def make(cap_upper=180, rate=8, tpot=0.05):
-    return MPCController(intercept_s=0.02, k_max=1.5e-4, tpot_slo_s=tpot, ttft_slo_s=2.0, b_min=1,
-                         cap_upper=cap_upper, rate_limit=rate, prompt_tokens_mean=400, output_tokens_mean=200,
-                         budgets=(256, 1024, 4096), prefill_s_per_token=1e-5)
+    return MPCController(
+        intercept_s=0.02,
+        k_max=1.5e-4,
+        tpot_slo_s=tpot,
+        ttft_slo_s=2.0,
+        b_min=1,
+        cap_upper=cap_upper,
+        rate_limit=rate,
+        prompt_tokens_mean=400,
+        output_tokens_mean=200,
+        budgets=(256, 1024, 4096),
+        prefill_s_per_token=1e-5,
+    )
 
 
 @settings(max_examples=40)
-@given(st.integers(1, 400), st.integers(1, 30), st.integers(10, 300),
-       st.lists(st.tuples(st.integers(0, 400), st.integers(0, 2000), st.floats(0, 200)), min_size=1, max_size=60))
+@given(
+    st.integers(1, 400),
+    st.integers(1, 30),
+    st.integers(10, 300),
+    st.lists(
+        st.tuples(st.integers(0, 400), st.integers(0, 2000), st.floats(0, 200)), min_size=1, max_size=60
+    ),
+)
 def test_mpc_holds_hard_constraints_and_stays_feasible_from_any_start(cap0, rate, upper, obs):
     m = make(upper, rate)
     cap = cap0
@@ -38,8 +54,18 @@ def test_mpc_backs_off_when_the_tpot_slo_binds_and_admits_when_the_queue_builds(
 
 
 def test_mpc_design_certifies_memory_and_feasibility():
-    p = DesignPlant(sample_period_s=0.04, intercept_s=0.02, k_min=1e-4, k_nom=1.2e-4, k_max=1.5e-4, b_min=1,
-                    b_max=512, kv_capacity_blocks=8000, block_size=16, tokens_per_seq=600)
+    p = DesignPlant(
+        sample_period_s=0.04,
+        intercept_s=0.02,
+        k_min=1e-4,
+        k_nom=1.2e-4,
+        k_max=1.5e-4,
+        b_min=1,
+        b_max=512,
+        kv_capacity_blocks=8000,
+        block_size=16,
+        tokens_per_seq=600,
+    )
     d = design_mpc(p, 0.05, 2.0)
     assert d.certificate.holds
     assert d.params["cap_upper"] * p.kv_blocks_per_seq <= p.kv_usable_blocks

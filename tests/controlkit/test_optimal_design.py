@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,8 +12,18 @@ from identification.errors import InfeasibleSpecError, UncertifiedError
 
 
 def plant(**kw):
-    base = dict(sample_period_s=0.04, intercept_s=0.02, k_min=1e-4, k_nom=1.2e-4, k_max=1.5e-4, b_min=1, b_max=512,
-                kv_capacity_blocks=8000, block_size=16, tokens_per_seq=600)
+    base = dict(
+        sample_period_s=0.04,
+        intercept_s=0.02,
+        k_min=1e-4,
+        k_nom=1.2e-4,
+        k_max=1.5e-4,
+        b_min=1,
+        b_max=512,
+        kv_capacity_blocks=8000,
+        block_size=16,
+        tokens_per_seq=600,
+    )
     return DesignPlant(**(base | kw))
 
 
@@ -23,8 +35,9 @@ def test_tpot_slo_below_the_batch_one_step_time_is_infeasible_and_says_the_minim
 @given(st.floats(0.03, 0.2), st.floats(0.1, 10.0))
 def test_scaling_latency_units_scales_slope_and_keeps_the_chosen_batch(tpot, scale):
     p = plant()
-    q = p.replace(intercept_s=p.intercept_s * scale, k_min=p.k_min * scale, k_nom=p.k_nom * scale,
-                  k_max=p.k_max * scale)
+    q = p.replace(
+        intercept_s=p.intercept_s * scale, k_min=p.k_min * scale, k_nom=p.k_nom * scale, k_max=p.k_max * scale
+    )
     assert operating_point(p, tpot).batch == operating_point(q, tpot * scale).batch
 
 
@@ -52,7 +65,7 @@ def test_supervisor_never_chatters_faster_than_its_dwell(pressures, priority):
     s = SloSupervisor(0.05, 2.0, priority=priority, dwell_decisions=10)
     modes = [s.update(x).mode for x in pressures]
     changes = [i for i in range(1, len(modes)) if modes[i] != modes[i - 1]]
-    assert all(b - a >= 10 for a, b in zip(changes, changes[1:], strict=False))
+    assert all(b - a >= 10 for a, b in itertools.pairwise(changes))
 
 
 def test_supervisor_overload_flags_infeasible_and_priority_decides_the_setpoint():

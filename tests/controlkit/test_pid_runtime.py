@@ -11,13 +11,30 @@ from identification.errors import PolicyError
 measurements = st.lists(st.floats(min_value=0.0, max_value=10.0, allow_nan=False), min_size=1, max_size=200)
 
 
-@given(measurements, st.integers(1, 20), st.integers(1, 50), st.integers(2, 400),
-       st.sampled_from(["conditional", "back_calculation"]), st.floats(0.05, 1.0),
-       st.sampled_from([FilterSpec("ema", alpha=0.3), FilterSpec("quantile", window=4), FilterSpec("none")]))
+@given(
+    measurements,
+    st.integers(1, 20),
+    st.integers(1, 50),
+    st.integers(2, 400),
+    st.sampled_from(["conditional", "back_calculation"]),
+    st.floats(0.05, 1.0),
+    st.sampled_from([FilterSpec("ema", alpha=0.3), FilterSpec("quantile", window=4), FilterSpec("none")]),
+)
 def test_pid_output_stays_within_limits_for_any_measurement_sequence(ys, rate, lo, span, aw, kt, filt):
     hi = lo + span
-    pid = PID(3000.0, 50000.0, 5.0, setpoint=0.05, output_limits=(lo, hi), rate_limit=rate, anti_windup=aw,
-              tracking_gain=kt, derivative_filter_s=0.02, measurement_filter=filt, initial_output=lo)
+    pid = PID(
+        3000.0,
+        50000.0,
+        5.0,
+        setpoint=0.05,
+        output_limits=(lo, hi),
+        rate_limit=rate,
+        anti_windup=aw,
+        tracking_gain=kt,
+        derivative_filter_s=0.02,
+        measurement_filter=filt,
+        initial_output=lo,
+    )
     prev = pid.output
     for y in ys:
         out = pid.step(y, 0.05)
@@ -40,8 +57,14 @@ def test_proportional_on_measurement_gives_no_kick_on_a_setpoint_step():
     pid.step(0.04, 0.05)
     pid.setpoint = 0.08
     assert pid.step(0.04, 0.05) == 100
-    pe = PID(1000.0, 0.0, setpoint=0.05, output_limits=(1, 500), initial_output=100,
-             proportional_on_measurement=False)
+    pe = PID(
+        1000.0,
+        0.0,
+        setpoint=0.05,
+        output_limits=(1, 500),
+        initial_output=100,
+        proportional_on_measurement=False,
+    )
     pe.step(0.04, 0.05)
     pe.setpoint = 0.08
     assert pe.step(0.04, 0.05) == 130
@@ -74,8 +97,16 @@ def test_reset_forgets_state_and_bad_time_is_an_error():
 
 def test_back_calculation_unwinds_slower_than_conditional_integration():
     def run(aw: str, kt: float) -> int:
-        pid = PID(0.0, 20000.0, setpoint=0.05, output_limits=(1, 100), rate_limit=1000, anti_windup=aw,
-                  tracking_gain=kt, initial_output=50)
+        pid = PID(
+            0.0,
+            20000.0,
+            setpoint=0.05,
+            output_limits=(1, 100),
+            rate_limit=1000,
+            anti_windup=aw,
+            tracking_gain=kt,
+            initial_output=50,
+        )
         for _ in range(30):
             pid.step(0.0, 0.05)  # saturate high
         return pid.step(0.06, 0.05)  # now above the setpoint

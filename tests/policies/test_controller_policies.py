@@ -8,22 +8,43 @@ from controlkit.design import design_mpc, design_optimal, design_pid
 from controlkit.plant import DesignPlant
 from policies.registry import PolicyContext, available_kinds, build_policy
 
-P = DesignPlant(sample_period_s=0.04, intercept_s=0.02, k_min=1e-4, k_nom=1.2e-4, k_max=1.5e-4, b_min=1, b_max=256,
-                kv_capacity_blocks=8000, block_size=16, tokens_per_seq=600, arrival_rate_per_s=5,
-                prompt_tokens_mean=400, output_tokens_mean=200)
-FILES = {"pid": design_pid(P, 0.05, 2.0, method="simc").to_policy_file(),
-         "optimal": design_optimal(P, 0.05, 2.0).to_policy_file(),
-         "mpc": design_mpc(P, 0.05, 2.0).to_policy_file()}
+P = DesignPlant(
+    sample_period_s=0.04,
+    intercept_s=0.02,
+    k_min=1e-4,
+    k_nom=1.2e-4,
+    k_max=1.5e-4,
+    b_min=1,
+    b_max=256,
+    kv_capacity_blocks=8000,
+    block_size=16,
+    tokens_per_seq=600,
+    arrival_rate_per_s=5,
+    prompt_tokens_mean=400,
+    output_tokens_mean=200,
+)
+FILES = {
+    "pid": design_pid(P, 0.05, 2.0, method="simc").to_policy_file(),
+    "optimal": design_optimal(P, 0.05, 2.0).to_policy_file(),
+    "mpc": design_mpc(P, 0.05, 2.0).to_policy_file(),
+}
 
 
 def test_kinds_are_registered():
     assert {"pid", "optimal", "mpc"} <= set(available_kinds())
 
 
-obs = st.builds(Observation, t_s=st.floats(0, 1e4), num_running=st.integers(0, 500), num_waiting=st.integers(0, 5000),
-                kv_blocks_used=st.integers(0, 8000), kv_blocks_total=st.just(8000),
-                last_step_s=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 1)),
-                ttft_s=st.lists(st.floats(0, 100), max_size=3).map(tuple), oldest_wait_s=st.floats(0, 100))
+obs = st.builds(
+    Observation,
+    t_s=st.floats(0, 1e4),
+    num_running=st.integers(0, 500),
+    num_waiting=st.integers(0, 5000),
+    kv_blocks_used=st.integers(0, 8000),
+    kv_blocks_total=st.just(8000),
+    last_step_s=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 1)),
+    ttft_s=st.lists(st.floats(0, 100), max_size=3).map(tuple),
+    oldest_wait_s=st.floats(0, 100),
+)
 
 
 @settings(max_examples=30)
@@ -45,12 +66,30 @@ def test_pid_policy_tracks_the_tpot_setpoint_and_flags_overload():
     cap = 10
     for i in range(2000):
         step = 0.02 + 1.5e-4 * cap
-        lim = pol.decide(Observation(t_s=i * step, num_running=cap, num_waiting=100, kv_blocks_used=0,
-                                     kv_blocks_total=8000, last_step_s=step, oldest_wait_s=0.1))
+        lim = pol.decide(
+            Observation(
+                t_s=i * step,
+                num_running=cap,
+                num_waiting=100,
+                kv_blocks_used=0,
+                kv_blocks_total=8000,
+                last_step_s=step,
+                oldest_wait_s=0.1,
+            )
+        )
         cap = lim.max_active_seqs
     assert math.isclose(0.02 + 1.5e-4 * cap, 0.045, abs_tol=2e-4)  # 0.9 x TPOT SLO
     for i in range(200):
-        lim = pol.decide(Observation(t_s=i, num_running=cap, num_waiting=5000, kv_blocks_used=0, kv_blocks_total=8000,
-                                     last_step_s=0.02 + 1.5e-4 * cap, oldest_wait_s=10.0))
+        lim = pol.decide(
+            Observation(
+                t_s=i,
+                num_running=cap,
+                num_waiting=5000,
+                kv_blocks_used=0,
+                kv_blocks_total=8000,
+                last_step_s=0.02 + 1.5e-4 * cap,
+                oldest_wait_s=10.0,
+            )
+        )
         cap = lim.max_active_seqs
     assert "infeasible" in lim.flags
