@@ -99,6 +99,9 @@ class LatencyModel:
     slope_, slope_interval_
         d step_s / d batch at typical context (s/seq); the interval covers every segment's slope
         inside ``batch_range_``.
+    mape_holdout_, mape_holdout_levels_
+        Held-out MAPE of the chosen form: over held-out rows (runs weighted equally), and over
+        the medians of the held-out runs (or batch levels): model error without per-step noise.
     r2_
         R² of the per-batch-level medians of step time against the prediction (levels: the
         distinct batch sizes, or 20 quantile bins of the batch when there are many);
@@ -149,15 +152,20 @@ class LatencyModel:
                     f"{np.unique(fd.batch).size}", path="<telemetry>", field="num_running")
             forms = ["affine"]
         scores: dict[str, float] = {}
+        level_scores: dict[str, float] = {}
+        by_run = bool(np.unique(fd.group).size >= 4)
         sel = fd.subsample(p.max_select_rows, rng)
         sel_train, sel_hold = split_groups(sel, p.holdout_fraction, np.random.default_rng(p.seed))
         for form in forms:
             if sel_hold.size:
                 part = fit_form(form, sel.take(sel_train), p.loss, p.threshold, covariance=False)
-                scores[form] = sel.take(sel_hold).mape(part.predict(sel.take(sel_hold)))
+                held = sel.take(sel_hold)
+                scores[form] = held.mape(part.predict(held))
+                level_scores[form] = held.mape_levels(part.predict(held), by_run)
             else:
                 part = fit_form(form, sel, p.loss, p.threshold, covariance=False)
                 scores[form] = sel.mape(part.predict(sel))
+                level_scores[form] = sel.mape_levels(part.predict(sel), by_run)
         chosen = forms[0]
         if len(forms) == 2 and scores["knee"] < (1.0 - p.parsimony) * scores["affine"]:
             chosen = "knee"
@@ -165,6 +173,7 @@ class LatencyModel:
         if p.n_bootstrap > 0:
             final = final.with_bootstrap(fd, p.n_bootstrap, p.max_bootstrap_rows, rng, p.loss, p.threshold)
         self._set_fitted(final, fd, scores, sel_hold.size > 0)
+        self.mape_holdout_levels_ = level_scores[chosen] if sel_hold.size > 0 else float("nan")
         self._warn_if_doubtful(final)
         return self
 
@@ -278,6 +287,7 @@ class LatencyModel:
             "r2_rows": self.r2_rows_,
             "mape_fit": self.mape_fit_,
             "mape_holdout": None if np.isnan(self.mape_holdout_) else self.mape_holdout_,
+            "mape_holdout_levels": None if np.isnan(self.mape_holdout_levels_) else self.mape_holdout_levels_,
             "form_scores": self.form_scores_,
             "n_samples_fit": self.n_samples_fit_,
             "n_samples_seen": self.n_samples_seen_,
@@ -308,6 +318,8 @@ class LatencyModel:
         m.r2_rows_ = float(d["r2_rows"])
         m.mape_fit_ = float(d["mape_fit"])
         m.mape_holdout_ = float("nan") if d["mape_holdout"] is None else float(d["mape_holdout"])
+        levels = d["mape_holdout_levels"]
+        m.mape_holdout_levels_ = float("nan") if levels is None else float(levels)
         m.form_scores_ = {str(k): float(v) for k, v in d["form_scores"].items()}
         m.n_samples_fit_ = int(d["n_samples_fit"])
         m.n_samples_seen_ = int(d["n_samples_seen"])

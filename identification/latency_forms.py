@@ -155,13 +155,22 @@ class FitData:
         edges = np.unique(np.quantile(self.batch, np.linspace(0, 1, 21)[1:-1]))
         return np.searchsorted(edges, self.batch, side="right").astype(np.int64)
 
-    def r2_binned(self, pred: FloatArray) -> float:
-        """R² of the per-batch-level medians of step time against those of the prediction."""
-        _, inverse = np.unique(self.levels(), return_inverse=True)
+    def _level_medians(self, pred: FloatArray, by_run: bool = False) -> tuple[FloatArray, FloatArray]:
+        _, inverse = np.unique(self.group if by_run else self.levels(), return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         cuts = np.flatnonzero(np.diff(inverse[order])) + 1
         y = np.array([np.median(c) for c in np.split(self.step_s[order], cuts)])
         f = np.array([np.median(c) for c in np.split(pred[order], cuts)])
+        return y, f
+
+    def mape_levels(self, pred: FloatArray, by_run: bool) -> float:
+        """MAPE of the per-run (``by_run``) or per-batch-level median step time vs the median prediction."""
+        y, f = self._level_medians(pred, by_run)
+        return float(np.mean(np.abs(f - y) / y))
+
+    def r2_binned(self, pred: FloatArray) -> float:
+        """R² of the per-batch-level medians of step time against those of the prediction."""
+        y, f = self._level_medians(pred)
         total = float(np.sum((y - y.mean()) ** 2))
         return 1.0 - float(np.sum((y - f) ** 2)) / total if total > 0 else 0.0
 

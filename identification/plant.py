@@ -154,7 +154,8 @@ def _nan_back(obj: Any) -> Any:
     return obj
 
 
-_NULLABLE_FLOATS = frozenset({"typical_context_tokens", "typical_prefill_tokens", "r2", "r2_rows", "mape_fit",
+_NULLABLE_FLOATS = frozenset({"mape_holdout_levels", "typical_context_tokens", "typical_prefill_tokens", "r2",
+                              "r2_rows", "mape_fit",
                               "residual_scale_s"})
 
 

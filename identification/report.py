@@ -39,7 +39,9 @@ def summary_table(plant: PlantModel) -> Table:
     table.add_row("step at batch 0 (ms)", _ms(lat.intercept_s_), "")
     table.add_row("R² (batch-level medians)", f"{lat.r2_:.4f}", f"rows: {lat.r2_rows_:.3f}")
     mape = "n/a (no held-out runs)" if np.isnan(lat.mape_holdout_) else f"{lat.mape_holdout_:.2%}"
-    table.add_row("held-out MAPE", mape, f"in-sample {lat.mape_fit_:.2%}")
+    by_level = lat.mape_holdout_levels_
+    levels = "" if np.isnan(by_level) else f"run/level medians {by_level:.2%}; "
+    table.add_row("held-out MAPE (rows)", mape, f"{levels}in-sample {lat.mape_fit_:.2%}")
     table.add_row("validity: batch range (seqs)", f"{lat.batch_range_[0]:g} .. {lat.batch_range_[1]:g}",
                   f"typical context {lat.typical_context_tokens_:.0f} tokens/seq")
     table.add_row("residual scale (ms)", _ms(lat.residual_scale_s_),
