@@ -12,19 +12,43 @@ from controlkit.design import design_mpc, design_optimal, design_pid
 from controlkit.plant import DesignPlant
 from policies.registry import build_policy
 
-P = DesignPlant(sample_period_s=0.04, intercept_s=0.02, k_min=1e-4, k_nom=1.2e-4, k_max=1.5e-4, b_min=1, b_max=256,
-                kv_capacity_blocks=8000, block_size=16, tokens_per_seq=600, arrival_rate_per_s=5,
-                prompt_tokens_mean=400, output_tokens_mean=200, prefill_s_per_token=1e-5)
+P = DesignPlant(
+    sample_period_s=0.04,
+    intercept_s=0.02,
+    k_min=1e-4,
+    k_nom=1.2e-4,
+    k_max=1.5e-4,
+    b_min=1,
+    b_max=256,
+    kv_capacity_blocks=8000,
+    block_size=16,
+    tokens_per_seq=600,
+    arrival_rate_per_s=5,
+    prompt_tokens_mean=400,
+    output_tokens_mean=200,
+    prefill_s_per_token=1e-5,
+)
 
 
 def main() -> None:
-    obs = Observation(t_s=1.0, num_running=120, num_waiting=40, kv_blocks_used=3000, kv_blocks_total=8000,
-                      last_step_s=0.04, ttft_s=(0.3,), oldest_wait_s=0.5)
+    obs = Observation(
+        t_s=1.0,
+        num_running=120,
+        num_waiting=40,
+        kv_blocks_used=3000,
+        kv_blocks_total=8000,
+        last_step_s=0.04,
+        ttft_s=(0.3,),
+        oldest_wait_s=0.5,
+    )
     rows = []
-    for name, d in (("pid", design_pid(P, 0.05, 2.0, method="simc")), ("optimal", design_optimal(P, 0.05, 2.0)),
-                    ("mpc", design_mpc(P, 0.05, 2.0))):
+    for name, d in (
+        ("pid", design_pid(P, 0.05, 2.0, method="simc")),
+        ("optimal", design_optimal(P, 0.05, 2.0)),
+        ("mpc", design_mpc(P, 0.05, 2.0)),
+    ):
         pf = d.to_policy_file()
-        for k in ((1, 4, 16) if name == "mpc" else (1,)):
+        for k in (1, 4, 16) if name == "mpc" else (1,):
             if name == "mpc":
                 pf = type(pf).from_dict(pf.to_dict() | {"params": dict(pf.params) | {"every_k": k}})
             pol = build_policy(pf)
