@@ -144,13 +144,16 @@ def test_scraper_does_not_burst_after_falling_behind(server: _Server, tmp_path: 
     assert times == [0.0, 2.5, 5.0, 7.5]
 
 
-def test_cli_scrape_writes_the_csv(server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_scrape_writes_the_csv(
+    server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "cli.csv"
     code = main(["scrape", server.url, "--interval-s", "0.01", "--max-samples", "3", "-o", str(out),
                  "--metric", "vllm:request_queue_time_seconds_sum"])
     assert code == 0
     rows = _rows(out)
-    assert len(rows) == 3 and list(rows[0]) == ["time_s", *DEFAULT_METRICS, "vllm:request_queue_time_seconds_sum"]
+    assert len(rows) == 3
+    assert list(rows[0]) == ["time_s", *DEFAULT_METRICS, "vllm:request_queue_time_seconds_sum"]
     assert "wrote 3 samples" in capsys.readouterr().err
     assert main(["scrape", "ftp://nowhere/metrics", "--max-samples", "1", "-o", str(out)]) == 1
 
