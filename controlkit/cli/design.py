@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -24,7 +25,12 @@ def summary(d: Design) -> str:
         f"delays {list(d.plant.delays)}, cap range [{d.plant.b_min}, {d.plant.b_max}]",
         f"operating point: batch {op.batch} ({op.binding} binds), "
         f"max_batched_tokens {op.max_batched_tokens}, "
-        f"step at upper slope {op.step_upper_s:.4g} s, predicted TTFT {op.ttft_pred_s:.3g} s",
+        f"step at upper slope {op.step_upper_s:.4g} s, predicted TTFT "
+        + (
+            f"{op.ttft_pred_s:.3g} s"
+            if not math.isnan(op.ttft_pred_s)
+            else "n/a (the model has no arrival-rate statistics)"
+        ),
     ]
     if not op.ttft_feasible:
         lines.append(
