@@ -6,7 +6,8 @@ mapping (first match wins):
 =========================  ==================================================================
 vLLM knob                  policy-file source
 =========================  ==================================================================
-``max_num_seqs``           ``limits.b_max``, ``params.max_num_seqs``, ``params.cap_upper``
+``max_num_seqs``           ``params.max_num_seqs``, else the smaller of ``limits.b_max`` and
+                           ``params.cap_upper`` (whichever are set)
 ``max_num_active_seqs``    ``params.max_num_seqs``, ``params.reference_batch``, else
                            ``max_num_seqs``
 ``max_num_batched_tokens`` ``params.max_num_batched_tokens``, ``params.max_batched_tokens``,
@@ -18,9 +19,9 @@ vLLM knob                  policy-file source
 =========================  ==================================================================
 
 So a ``static`` or ``optimal`` file exports its cap as both ``max_num_seqs`` and
-``max_num_active_seqs``; a ``pid`` or ``mpc`` file exports its ceiling ``b_max`` as
-``max_num_seqs`` and its reference batch as the static admission cap (with ``hook=True``
-the hook then moves the cap inside ``[b_min, b_max]`` at run time).
+``max_num_active_seqs``; a ``pid`` or ``mpc`` file exports its ceiling (``b_max``, or the
+MPC's ``cap_upper``) as ``max_num_seqs`` and its reference batch as the static admission
+cap (with ``hook=True`` the hook then moves the cap inside ``[b_min, b_max]`` at run time).
 
 :func:`check_vllm_limits` refuses, with :class:`ExportError`, what vLLM's own
 ``SchedulerConfig`` validation rejects: limits below 1, ``max_num_batched_tokens <
@@ -216,7 +217,13 @@ def export_vllm_config(
     pf = resolve_policy_file(policy)
     source = str(policy) if isinstance(policy, (str, Path)) else f"<{pf.kind} policy>"
     params, limits = pf.params, pf.limits
-    seqs = _first([(limits, "b_max"), (params, "max_num_seqs"), (params, "cap_upper")])
+    seqs = _first([(params, "max_num_seqs")])
+    if seqs is None:
+        ceilings = [(limits[k], f"limits.{k}") for k in ("b_max",) if limits.get(k) is not None]
+        ceilings += [(params[k], f"params.{k}") for k in ("cap_upper",) if params.get(k) is not None]
+        for value, where in ceilings:
+            _whole(value, f"{source}: {where}")
+        seqs = min(ceilings, key=lambda c: float(c[0])) if ceilings else None
     if seqs is None:
         raise ExportError(
             f"{source}: kind {pf.kind!r} names no batch cap; expected params.max_num_seqs, limits.b_max "

@@ -55,7 +55,7 @@ def test_mpc_policy_exports_its_largest_token_budget(tmp_path: Path) -> None:
     path = _file(tmp_path, kind="mpc", params={"cap_upper": 200, "budgets": [512, 8192, 2048]},
                  limits={"b_min": 2, "b_max": 256, "rate_limit": 8})
     cfg = export_vllm_config(path)
-    assert (cfg.max_num_seqs, cfg.max_num_active_seqs, cfg.max_num_batched_tokens) == (256, 256, 8192)
+    assert (cfg.max_num_seqs, cfg.max_num_active_seqs, cfg.max_num_batched_tokens) == (200, 200, 8192)
 
 
 @pytest.mark.parametrize(
@@ -140,3 +140,25 @@ def test_cli_smoke_in_a_subprocess(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("vllm serve facebook/opt-125m --max-num-seqs 16 ")
+
+
+def test_designed_policy_files_export_their_design() -> None:
+    from controlkit.design import design_mpc, design_optimal, design_pid
+    from controlkit.plant import DesignPlant
+
+    plant = DesignPlant(
+        sample_period_s=0.04, intercept_s=0.02, k_min=1e-4, k_nom=1.2e-4, k_max=1.5e-4, b_min=1, b_max=256,
+        kv_capacity_blocks=8000, block_size=16, tokens_per_seq=600, arrival_rate_per_s=5,
+        prompt_tokens_mean=400, output_tokens_mean=200,
+    )
+    optimal = design_optimal(plant, 0.05, 2.0).to_policy_file()
+    cfg = export_vllm_config(optimal)
+    assert cfg.max_num_seqs == cfg.max_num_active_seqs == optimal.params["max_num_seqs"]
+    assert cfg.max_num_batched_tokens == optimal.params["max_batched_tokens"]
+    pid = design_pid(plant, 0.05, 2.0, method="simc").to_policy_file()
+    cfg = export_vllm_config(pid)
+    assert cfg.max_num_seqs == pid.limits["b_max"] and cfg.max_num_active_seqs <= cfg.max_num_seqs
+    mpc = design_mpc(plant, 0.05, 2.0).to_policy_file()
+    cfg = export_vllm_config(mpc)
+    assert cfg.max_num_seqs == min(mpc.limits["b_max"], mpc.params["cap_upper"])
+    assert cfg.max_num_batched_tokens == mpc.limits["max_batched_tokens"]
