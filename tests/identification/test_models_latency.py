@@ -195,3 +195,21 @@ def test_serialised_model_predicts_the_same(step_records: Factory) -> None:
     b = np.arange(1.0, 129.0)
     assert np.array_equal(again.predict_step_s(b), m.predict_step_s(b))
     assert again.slope_interval_ == m.slope_interval_ and again.form_ == m.form_
+
+
+def test_cluster_robust_interval_covers_when_each_run_is_one_batch_level_with_its_own_offset() -> None:
+    levels = np.array([1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256, 384], dtype=float)
+    hits = 0
+    n_seeds = 100
+    for seed in range(n_seeds):
+        rng = np.random.default_rng(seed)
+        offsets = rng.normal(0.0, 1e-3, levels.size)  # run-to-run variation, as between BCA runs
+        batch = np.repeat(levels, 30)
+        group = np.repeat(np.arange(levels.size), 30)
+        step = 0.01 + 2e-4 * batch + offsets[group] + rng.normal(0.0, 5e-4, batch.size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FitQualityWarning)
+            m = LatencyModel(form="affine").fit({"batch": batch, "step_s": step, "group": group})
+        assert "cluster-robust" in m.interval_method_
+        hits += m.slope_interval_[0] <= 2e-4 <= m.slope_interval_[1]
+    assert 0.85 <= hits / n_seeds <= 0.995, hits
