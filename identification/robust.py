@@ -201,7 +201,7 @@ def _cluster_jackknife(a: FloatArray, jm: FloatArray, dpsi: FloatArray, summed: 
 
 
 def _psd_max(c1: FloatArray, c2: FloatArray) -> FloatArray:
-    """A covariance at least as large as both, in every direction (eigen-max in c1's metric)."""
+    """Return a covariance at least as large as both in every direction (eigen-max in c1's metric)."""
     w, v = np.linalg.eigh(c1)
     w = np.maximum(w, 1e-300)
     t = v / np.sqrt(w)  # whitening of c1
