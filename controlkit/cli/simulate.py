@@ -41,12 +41,21 @@ def plot_run(steps: Any, path: str | Path, *, title: str, max_seqs_ceiling: int)
 
 
 @click.command(name="simulate")
-@click.option("--plant", "plant_name", required=True,
-              help="vllm-h100:<model>, vidur-<gpu>:<model>, splitwise-<gpu>-tp<k>:<model>, or a model.json.")
-@click.option("--workload", required=True,
-              help="azure-conv, azure-code, mooncake, sharegpt[:poisson:<r>|gamma:<r>:<cv>|all-at-once], "
-                   "step:<r1>:<r2>:<t>, ramp:<r0>:<r1>:<dur>, or a requests file.")
-@click.option("--policy", "policy_spec", required=True, help="A spec such as static:max_num_seqs=256, or policy.json.")
+@click.option(
+    "--plant",
+    "plant_name",
+    required=True,
+    help="vllm-h100:<model>, vidur-<gpu>:<model>, splitwise-<gpu>-tp<k>:<model>, or a model.json.",
+)
+@click.option(
+    "--workload",
+    required=True,
+    help="azure-conv, azure-code, mooncake, sharegpt[:poisson:<r>|gamma:<r>:<cv>|all-at-once], "
+    "step:<r1>:<r2>:<t>, ramp:<r0>:<r1>:<dur>, or a requests file.",
+)
+@click.option(
+    "--policy", "policy_spec", required=True, help="A spec such as static:max_num_seqs=256, or policy.json."
+)
 @click.option("--rate-scale", type=float, default=1.0, show_default=True, help="Load multiplier.")
 @click.option("--num-requests", type=int, default=None, help="Keep the first N requests.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -57,14 +66,30 @@ def plot_run(steps: Any, path: str | Path, *, title: str, max_seqs_ceiling: int)
 @click.option("--no-chunked-prefill", is_flag=True, help="vLLM 0.5 prefill-only steps instead of chunked.")
 @click.option("--horizon-s", type=float, default=None, help="Stop at this simulated time.")
 @click.option("-o", "--output", default="-", show_default=True, help="Metrics JSON file, or - for stdout.")
-@click.option("--telemetry", type=click.Path(dir_okay=False), default=None, help="Write step records (JSONL).")
-@click.option("--requests-out", type=click.Path(dir_okay=False), default=None, help="Write request records (JSONL).")
+@click.option(
+    "--telemetry", type=click.Path(dir_okay=False), default=None, help="Write step records (JSONL)."
+)
+@click.option(
+    "--requests-out", type=click.Path(dir_okay=False), default=None, help="Write request records (JSONL)."
+)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Plot the run (PNG).")
 def command(
-    plant_name: str, workload: str, policy_spec: str, rate_scale: float, num_requests: int | None, seed: int,
-    ttft_slo_s: float | None, tpot_slo_s: float | None, max_num_seqs: int | None, max_batched_tokens: int | None,
-    no_chunked_prefill: bool, horizon_s: float | None, output: str, telemetry: str | None,
-    requests_out: str | None, plot: str | None,
+    plant_name: str,
+    workload: str,
+    policy_spec: str,
+    rate_scale: float,
+    num_requests: int | None,
+    seed: int,
+    ttft_slo_s: float | None,
+    tpot_slo_s: float | None,
+    max_num_seqs: int | None,
+    max_batched_tokens: int | None,
+    no_chunked_prefill: bool,
+    horizon_s: float | None,
+    output: str,
+    telemetry: str | None,
+    requests_out: str | None,
+    plot: str | None,
 ) -> None:
     """Run a policy on a plant and a workload in the closed-loop simulator; write metrics JSON."""
     import warnings
@@ -79,22 +104,50 @@ def command(
     slo = SLO(ttft_s=ttft_slo_s or base.ttft_s, tpot_s=tpot_slo_s or base.tpot_s)
     chunked = not no_chunked_prefill
     seqs = max_num_seqs or plant.max_num_seqs_default
-    tokens = max_batched_tokens or (plant.max_batched_tokens_default if chunked else max(2048, plant.max_model_len))
-    ctx = PolicyContext(kv_blocks_total=plant.kv_blocks_total, block_size=plant.block_size, max_num_seqs=seqs,
-                        max_batched_tokens=tokens, max_model_len=plant.max_model_len)
+    tokens = max_batched_tokens or (
+        plant.max_batched_tokens_default if chunked else max(2048, plant.max_model_len)
+    )
+    ctx = PolicyContext(
+        kv_blocks_total=plant.kv_blocks_total,
+        block_size=plant.block_size,
+        max_num_seqs=seqs,
+        max_batched_tokens=tokens,
+        max_model_len=plant.max_model_len,
+    )
     policy = build_policy(policy_spec, ctx)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ExtrapolationWarning)
-        res = simulate(plant, wl, policy, slo=slo, max_num_seqs=seqs, max_batched_tokens=tokens, seed=seed,
-                       horizon_s=horizon_s, telemetry=telemetry, requests_out=requests_out,
-                       record_steps=plot is not None, chunked_prefill=chunked)
+        res = simulate(
+            plant,
+            wl,
+            policy,
+            slo=slo,
+            max_num_seqs=seqs,
+            max_batched_tokens=tokens,
+            seed=seed,
+            horizon_s=horizon_s,
+            telemetry=telemetry,
+            requests_out=requests_out,
+            record_steps=plot is not None,
+            chunked_prefill=chunked,
+        )
     for w in caught:
         if issubclass(w.category, ExtrapolationWarning):
             click.echo(f"warning: {w.message}", err=True)
     doc = res.metrics.to_dict()
-    doc.update({"plant": plant.name, "workload": wl.name, "policy": policy_spec, "rate_scale": rate_scale,
-                "seed": seed, "chunked_prefill": chunked, "max_num_seqs": seqs, "max_batched_tokens": tokens,
-                "fault_messages": list(res.fault_messages)})
+    doc.update(
+        {
+            "plant": plant.name,
+            "workload": wl.name,
+            "policy": policy_spec,
+            "rate_scale": rate_scale,
+            "seed": seed,
+            "chunked_prefill": chunked,
+            "max_num_seqs": seqs,
+            "max_batched_tokens": tokens,
+            "fault_messages": list(res.fault_messages),
+        }
+    )
     text = json.dumps(doc, indent=2)
     if output == "-":
         click.echo(text)
@@ -106,7 +159,9 @@ def command(
     if plot is not None:
         plot_run(res.steps, plot, title=f"{plant.name} | {wl.name} | {policy_spec}", max_seqs_ceiling=seqs)
     m = res.metrics
-    click.echo(f"{m.num_finished}/{m.num_requests} finished, {m.throughput_tok_s:.0f} tok/s, "
-               f"attainment {m.slo_attainment:.3f}, {m.num_preemptions} preemptions, {m.num_steps} steps",
-               err=True)
+    click.echo(
+        f"{m.num_finished}/{m.num_requests} finished, {m.throughput_tok_s:.0f} tok/s, "
+        f"attainment {m.slo_attainment:.3f}, {m.num_preemptions} preemptions, {m.num_steps} steps",
+        err=True,
+    )
     sys.stdout.flush()

@@ -44,7 +44,7 @@ __all__ = ["WAITING_OBS_LIMIT", "simulate"]
 WAITING_OBS_LIMIT = 256
 
 
-def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
+def simulate(
     plant: Plant,
     workload: Workload,
     policy: BatchPolicy,
@@ -119,11 +119,15 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
     total_blocks = plant.kv_blocks_total
     ceiling = max_num_seqs or plant.max_num_seqs_default
     if max_batched_tokens is None:
-        max_batched_tokens = plant.max_batched_tokens_default if chunked_prefill else max(2048, plant.max_model_len)
+        max_batched_tokens = (
+            plant.max_batched_tokens_default if chunked_prefill else max(2048, plant.max_model_len)
+        )
     min_budget = 1 if chunked_prefill else plant.max_model_len
     if max_batched_tokens < min_budget:
-        raise ControlkitError(f"max_batched_tokens={max_batched_tokens} must be >= {min_budget} "
-                              f"({'chunked' if chunked_prefill else 'no chunked prefill: >= max_model_len'})")
+        raise ControlkitError(
+            f"max_batched_tokens={max_batched_tokens} must be >= {min_budget} "
+            f"({'chunked' if chunked_prefill else 'no chunked prefill: >= max_model_len'})"
+        )
     watermark = 0 if chunked_prefill else math.ceil(0.01 * total_blocks)
     if not (0.0 <= step_noise_cv < 0.3):
         raise ControlkitError(f"step_noise_cv must be in [0, 0.3), got {step_noise_cv}")
@@ -263,10 +267,24 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
             wait_tuple = tuple(prm[r] + emitted[r] for r in islice(waiting, WAITING_OBS_LIMIT))
             obs_version = wait_version
         obs = Observation(
-            t, len(running), len(waiting), total_blocks - free, total_blocks, last_pf, last_dec, ctx_total,
-            last_dt, last_pre, last_fin, tuple(last_ttft), itl,
-            (t - arr[waiting[0]]) if waiting else 0.0, wait_tuple, limits.max_active_seqs,
-            limits.max_batched_tokens or max_batched_tokens, bs,
+            t,
+            len(running),
+            len(waiting),
+            total_blocks - free,
+            total_blocks,
+            last_pf,
+            last_dec,
+            ctx_total,
+            last_dt,
+            last_pre,
+            last_fin,
+            tuple(last_ttft),
+            itl,
+            (t - arr[waiting[0]]) if waiting else 0.0,
+            wait_tuple,
+            limits.max_active_seqs,
+            limits.max_batched_tokens or max_batched_tokens,
+            bs,
         )
         try:
             raw: object = policy.decide(obs)
@@ -277,9 +295,14 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
                 res_fault = f"policy raised {type(raw).__name__}: {raw}"
                 new_limits = limits
             else:
-                res = sanitize_limits(raw, last_safe=limits, max_seqs_ceiling=ceiling, min_batched_tokens=min_budget,
-                                      max_batched_tokens_ceiling=max_batched_tokens,
-                                      num_waiting=min(len(waiting), WAITING_OBS_LIMIT))
+                res = sanitize_limits(
+                    raw,
+                    last_safe=limits,
+                    max_seqs_ceiling=ceiling,
+                    min_batched_tokens=min_budget,
+                    max_batched_tokens_ceiling=max_batched_tokens,
+                    num_waiting=min(len(waiting), WAITING_OBS_LIMIT),
+                )
                 res_fault, new_limits = res.fault, res.limits
             if res_fault:
                 faults += 1
@@ -478,13 +501,28 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
         kv_used.append(used)
         kv_dt.append(dt)
         if rec is not None:
-            rec.append((t_start, dt, n_run_sched, n_wait_sched, pf_tokens, dec_now, used, total_blocks, num_pre,
-                        ctx_total, cap, budget))
+            rec.append(
+                (
+                    t_start,
+                    dt,
+                    n_run_sched,
+                    n_wait_sched,
+                    pf_tokens,
+                    dec_now,
+                    used,
+                    total_blocks,
+                    num_pre,
+                    ctx_total,
+                    cap,
+                    budget,
+                )
+            )
         last_dt, last_pf, last_dec, last_pre = dt, pf_tokens, dec_now, num_pre
 
     if extrap_seen:
         warnings.warn(
-            f"plant {plant.name!r}: {extrap_steps} of {steps} steps ran a decode batch outside the measured range "
+            f"plant {plant.name!r}: {extrap_steps} of {steps} steps ran a decode batch outside the measured "
+            "range "
             f"{plant.batch_range}; their step times are linear extrapolations",
             ExtrapolationWarning,
             stacklevel=2,
@@ -497,11 +535,24 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
         output_tokens=wl.output_tokens.copy(),
         num_preemptions=np.asarray(npre, dtype=np.int64),
     )
-    counters = {"rejected": rejected, "clipped": num_clipped, "faults": faults, "infeasible": infeasible,
-                "extrapolated": extrap_steps, "steps": steps}
-    metrics = compute_metrics(outcomes, slo, sim_time_s=t, kv_used=kv_used, kv_dt_s=kv_dt,
-                              kv_blocks_total=total_blocks, counters=counters,
-                              first_fault=fault_msgs[0] if fault_msgs else "")
+    counters = {
+        "rejected": rejected,
+        "clipped": num_clipped,
+        "faults": faults,
+        "infeasible": infeasible,
+        "extrapolated": extrap_steps,
+        "steps": steps,
+    }
+    metrics = compute_metrics(
+        outcomes,
+        slo,
+        sim_time_s=t,
+        kv_used=kv_used,
+        kv_dt_s=kv_dt,
+        kv_blocks_total=total_blocks,
+        counters=counters,
+        first_fault=fault_msgs[0] if fault_msgs else "",
+    )
     from controlkit.sim.telemetry import steps_frame, write_requests, write_steps
 
     frame = steps_frame(rec or [])
@@ -509,8 +560,13 @@ def simulate(  # noqa: C901 - one hot loop, kept flat on purpose for speed
         write_steps(telemetry, frame, plant=plant, workload=wl.name)
     if requests_out is not None:
         write_requests(requests_out, outcomes)
-    result = SimResult(metrics=metrics, requests=outcomes, plant_name=plant.name, workload_name=wl.name,
-                       fault_messages=tuple(fault_msgs))
+    result = SimResult(
+        metrics=metrics,
+        requests=outcomes,
+        plant_name=plant.name,
+        workload_name=wl.name,
+        fault_messages=tuple(fault_msgs),
+    )
     if record_steps:
         object.__setattr__(result, "steps", frame)
     return result

@@ -68,10 +68,12 @@ class FidelityRow:
 
 
 def bca_runs(data_dir: Path | None = None) -> pd.DataFrame:
-    """The background-run index joined with its preemption counts."""
+    """Return the background-run index joined with its preemption counts."""
     bca = (data_dir or default_data_dir()) / "bca_memory_gap"
     idx = pd.read_csv(bca / "background_runs_index.csv")
-    ss = pd.read_csv(bca / "derived_steady_state_step_times.csv")[["model", "max_num_seqs", "preemptions_total"]]
+    ss = pd.read_csv(bca / "derived_steady_state_step_times.csv")[
+        ["model", "max_num_seqs", "preemptions_total"]
+    ]
     return idx.merge(ss, on=["model", "max_num_seqs"], how="left").sort_values(["model", "max_num_seqs"])
 
 
@@ -115,8 +117,14 @@ def replay_bca(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExtrapolationWarning)
-        res = simulate(plant, workload, _Static(max_num_seqs), slo=SLO(1e9, 1e9), max_num_seqs=max_num_seqs,
-                       chunked_prefill=False)
+        res = simulate(
+            plant,
+            workload,
+            _Static(max_num_seqs),
+            slo=SLO(1e9, 1e9),
+            max_num_seqs=max_num_seqs,
+            chunked_prefill=False,
+        )
     m = res.metrics
     pre = r["preemptions_total"]
     return FidelityRow(

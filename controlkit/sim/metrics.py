@@ -39,12 +39,16 @@ class SLO:
     tpot_s: float
 
     def __post_init__(self) -> None:
-        if not (self.ttft_s > 0 and self.tpot_s > 0 and math.isfinite(self.ttft_s) and math.isfinite(self.tpot_s)):
-            raise ControlkitError(f"SLO needs finite ttft_s > 0 and tpot_s > 0, got {self.ttft_s}, {self.tpot_s}")
+        if not (
+            self.ttft_s > 0 and self.tpot_s > 0 and math.isfinite(self.ttft_s) and math.isfinite(self.tpot_s)
+        ):
+            raise ControlkitError(
+                f"SLO needs finite ttft_s > 0 and tpot_s > 0, got {self.ttft_s}, {self.tpot_s}"
+            )
 
 
 def default_slo(batch1_step_s: float) -> SLO:
-    """The default SLO of a plant: TPOT <= 5x and TTFT <= 100x its batch-1 decode step time.
+    """Return the default SLO of a plant: TPOT <= 5x and TTFT <= 100x its batch-1 step time.
 
     Examples
     --------
@@ -93,12 +97,17 @@ class RequestOutcomes:
         return ~np.isnan(self.finish_s)
 
     def frame(self) -> pd.DataFrame:
-        """The outcomes as a frame with the request-record columns."""
-        return pd.DataFrame({
-            "arrival_s": self.arrival_s, "first_token_s": self.first_token_s, "finish_s": self.finish_s,
-            "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens,
-            "num_preemptions": self.num_preemptions,
-        })
+        """Return the outcomes as a frame with the request-record columns."""
+        return pd.DataFrame(
+            {
+                "arrival_s": self.arrival_s,
+                "first_token_s": self.first_token_s,
+                "finish_s": self.finish_s,
+                "prompt_tokens": self.prompt_tokens,
+                "output_tokens": self.output_tokens,
+                "num_preemptions": self.num_preemptions,
+            }
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +143,7 @@ class SimMetrics:
     first_fault: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (NaN becomes None)."""
+        """Return a JSON-ready dict (NaN becomes None)."""
         out: dict[str, Any] = {"schema": "controlkit.simmetrics/1"}
         for key, value in asdict(self).items():
             out[key] = None if isinstance(value, float) and not math.isfinite(value) else value
@@ -203,9 +212,14 @@ def compute_metrics(
         throughput_tok_s=out_tokens / dur if n else 0.0,
         goodput_req_s=n_ok / dur if n else 0.0,
         slo_attainment=n_ok / n if n else 1.0,
-        ttft_p50_s=_pct(ttft, 50), ttft_p90_s=_pct(ttft, 90), ttft_p99_s=_pct(ttft, 99),
-        tpot_p50_s=_pct(tpot, 50), tpot_p90_s=_pct(tpot, 90), tpot_p99_s=_pct(tpot, 99),
-        e2e_p50_s=_pct(e2e, 50), e2e_p99_s=_pct(e2e, 99),
+        ttft_p50_s=_pct(ttft, 50),
+        ttft_p90_s=_pct(ttft, 90),
+        ttft_p99_s=_pct(ttft, 99),
+        tpot_p50_s=_pct(tpot, 50),
+        tpot_p90_s=_pct(tpot, 90),
+        tpot_p99_s=_pct(tpot, 99),
+        e2e_p50_s=_pct(e2e, 50),
+        e2e_p99_s=_pct(e2e, 99),
         num_requests=n,
         num_finished=int(np.count_nonzero(fin)),
         num_unfinished=int(n - np.count_nonzero(fin)),

@@ -23,8 +23,8 @@ Builders for named plants: :func:`load_plant` (``vllm-h100:<model>`` here; ``vid
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,14 +36,19 @@ from identification.errors import ControlkitError, TelemetryError
 __all__ = ["BCA_MODELS", "Plant", "default_data_dir", "load_plant", "vllm_h100_plant"]
 
 #: Models measured in the BCA (Memory-Gap) H100 runs, with their parameter counts.
-BCA_MODELS: dict[str, float] = {"opt-1.3b": 1.3e9, "opt-2.7b": 2.7e9, "llama-2-7b": 6.7e9, "llama-2-13b": 13.0e9}
+BCA_MODELS: dict[str, float] = {
+    "opt-1.3b": 1.3e9,
+    "opt-2.7b": 2.7e9,
+    "llama-2-7b": 6.7e9,
+    "llama-2-13b": 13.0e9,
+}
 
 #: Largest batch the decode lookup table covers; beyond it the last segment is extended.
 _LUT_MAX = 4096
 
 
 def default_data_dir() -> Path:
-    """The shared data folder: ``$CONTROLKIT_SHARED_DATA`` or ``../shared/data`` beside the repo."""
+    """Return the shared data folder: ``$CONTROLKIT_SHARED_DATA`` or ``../shared/data``."""
     import os
 
     env = os.environ.get("CONTROLKIT_SHARED_DATA")
@@ -110,8 +115,10 @@ class Plant:
     def __post_init__(self) -> None:
         xs, ys = self.decode_batch, self.decode_step_s
         if len(xs) < 2 or len(xs) != len(ys):
-            raise ControlkitError(f"plant {self.name!r}: need >= 2 measured (batch, step_s) points, got {len(xs)}")
-        if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+            raise ControlkitError(
+                f"plant {self.name!r}: need >= 2 measured (batch, step_s) points, got {len(xs)}"
+            )
+        if any(b <= a for a, b in itertools.pairwise(xs)):
             raise ControlkitError(f"plant {self.name!r}: measured batch sizes must increase, got {xs}")
         if any(not (math.isfinite(y) and y > 0) for y in ys):
             raise ControlkitError(f"plant {self.name!r}: step times must be finite and > 0, got {ys}")
@@ -155,7 +162,11 @@ class Plant:
         return ys[-1] + slope * (num_decode_seqs - xs[-1])
 
     def step_s(
-        self, num_decode_seqs: int, num_prefill_tokens: int, num_context_tokens: int = 0, num_idle_seqs: int = 0
+        self,
+        num_decode_seqs: int,
+        num_prefill_tokens: int,
+        num_context_tokens: int = 0,
+        num_idle_seqs: int = 0,
     ) -> float:
         """Duration of one engine step (seconds).
 
@@ -185,7 +196,7 @@ class Plant:
         return t
 
     def is_extrapolated(self, num_decode_seqs: int) -> bool:
-        """True when a decode batch of this size lies outside the measured range."""
+        """Return True when a decode batch of this size lies outside the measured range."""
         return num_decode_seqs > 0 and not (
             self.decode_batch[0] - 1e-9 <= num_decode_seqs <= self.decode_batch[-1] + 1e-9
         )
@@ -196,7 +207,9 @@ class Plant:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise TelemetryError("file not found; set CONTROLKIT_SHARED_DATA or check ../shared/data", path=str(path))
+        raise TelemetryError(
+            "file not found; set CONTROLKIT_SHARED_DATA or check ../shared/data", path=str(path)
+        )
     return pd.read_csv(path)
 
 
@@ -205,17 +218,22 @@ def _prefill_fit_opt27(bca: Path) -> tuple[float, float]:
     off = _read_csv(bca / "offline_prefill_decode_times.csv")
     rows = off[(off["profiler_attached"] == "none") & (off["model"] == "opt-2.7b")]
     if len(rows) < 2:
-        raise TelemetryError("no clean opt-2.7b prefill rows", path=str(bca / "offline_prefill_decode_times.csv"))
+        raise TelemetryError(
+            "no clean opt-2.7b prefill rows", path=str(bca / "offline_prefill_decode_times.csv")
+        )
     tokens = (rows["prompt_len"] * rows["batch_size"]).to_numpy(float)
     secs = rows["prefill_elapsed_s"].to_numpy(float)
     c, a = np.polyfit(tokens, secs, 1)
     return float(a), float(c)
 
 
-def _decode_table(model: str, idx: pd.DataFrame, ss: pd.DataFrame) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _decode_table(
+    model: str, idx: pd.DataFrame, ss: pd.DataFrame
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Median ITL (s) vs the steady-state running batch, from runs with >= 20 steady samples."""
-    runs = idx[idx["model"] == model].merge(ss[["model", "max_num_seqs", "samples", "mean_running"]],
-                                            on=["model", "max_num_seqs"], how="left")
+    runs = idx[idx["model"] == model].merge(
+        ss[["model", "max_num_seqs", "samples", "mean_running"]], on=["model", "max_num_seqs"], how="left"
+    )
     runs = runs[(runs["samples"] >= 20) | (runs["max_num_seqs"] == 1)].sort_values("max_num_seqs")
     x = runs["mean_running"].fillna(runs["max_num_seqs"]).to_numpy(float).copy()
     x[0] = 1.0
@@ -241,7 +259,9 @@ def _prefill_overheads(
 
     runs = idx[idx["model"] == model].merge(
         ss[["model", "max_num_seqs", "samples", "est_wall_ms_per_step", "preemptions_total"]],
-        on=["model", "max_num_seqs"], how="left")
+        on=["model", "max_num_seqs"],
+        how="left",
+    )
     runs = runs[(runs["samples"] >= 20) & (runs["preemptions_total"] == 0)]
     out_mean = float(runs["total_output_tokens"].iloc[0]) / float(runs["completed"].iloc[0])
     prompt_mean = float(runs["total_input_tokens"].iloc[0]) / float(runs["completed"].iloc[0])
@@ -256,7 +276,7 @@ def _prefill_overheads(
 
 
 def vllm_h100_plant(model: str, data_dir: Path | None = None) -> Plant:
-    """The measured vLLM 0.5.2 plant on the 64 GB H100 of the BCA runs.
+    """Build the measured vLLM 0.5.2 plant on the 64 GB H100 of the BCA runs.
 
     * Decode table: each background run's median inter-token latency (``median_itl_ms``: a
       gap between consecutive decode steps, so prefill stalls are mostly excluded) at the
@@ -358,7 +378,6 @@ def load_plant(name_or_path: str | Path, *, data_dir: Path | None = None) -> Pla
         from controlkit.sim.profiles import splitwise_plant
 
         return splitwise_plant(family.removeprefix("splitwise-"), model, data_dir)
-    raise ControlkitError(f"unknown plant family {family!r} in {text!r}; known: vllm-h100, vidur-<gpu>, "
-                          "splitwise-<gpu>-tp<k>")
-
-
+    raise ControlkitError(
+        f"unknown plant family {family!r} in {text!r}; known: vllm-h100, vidur-<gpu>, splitwise-<gpu>-tp<k>"
+    )

@@ -38,8 +38,17 @@ _VIDUR_MODELS = {
     "phi-2": ("microsoft", "phi-2", 32, 2048),
 }
 _GPUS = {"a100": "A100-80GB", "h100": "H100-80GB", "a40": "A40-48GB"}
-_OPS = ("input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj", "post_attention_layernorm",
-        "mlp_up_proj", "mlp_act", "mlp_down_proj", "add")
+_OPS = (
+    "input_layernorm",
+    "attn_pre_proj",
+    "attn_rope",
+    "attn_post_proj",
+    "post_attention_layernorm",
+    "mlp_up_proj",
+    "mlp_act",
+    "mlp_down_proj",
+    "add",
+)
 
 
 def _gpu_row(data_dir: Path, gpu: str) -> pd.Series:
@@ -66,7 +75,7 @@ def _capacity_blocks(mem_bytes: float, weight_bytes: float, kv_bytes_per_token: 
 
 
 def vidur_plant(gpu: str, model: str, data_dir: Path | None = None) -> Plant:
-    """A plant from Vidur's operator profiles (see the module docstring)."""
+    """Build a plant from Vidur's operator profiles (see the module docstring)."""
     data_dir = data_dir or default_data_dir()
     if model not in _VIDUR_MODELS:
         raise ControlkitError(f"unknown Vidur model {model!r}; known: {', '.join(_VIDUR_MODELS)}")
@@ -79,7 +88,10 @@ def vidur_plant(gpu: str, model: str, data_dir: Path | None = None) -> Plant:
     n_exp, vocab = float(row0["n_expanded_embd"]), float(row0["vocab_size"])
     head = n_embd / n_head
     mlp_mats = 3 if bool(row0["use_gated_mlp"]) else 2
-    params = layers * (2 * n_embd * n_embd + 2 * n_embd * n_kv * head + mlp_mats * n_embd * n_exp) + 2 * vocab * n_embd
+    params = (
+        layers * (2 * n_embd * n_embd + 2 * n_embd * n_kv * head + mlp_mats * n_embd * n_exp)
+        + 2 * vocab * n_embd
+    )
     mem = float(spec["memory_GB"]) * 1e9
     kv_full = 2 * layers * n_kv * head * 2.0
     for tp in sorted(df["num_tensor_parallel_workers"].unique()):
@@ -108,7 +120,8 @@ def vidur_plant(gpu: str, model: str, data_dir: Path | None = None) -> Plant:
         max_model_len=max_len,
         max_num_seqs_default=256,
         max_batched_tokens_default=8192,
-        source=f"{path} (TP{tp}, medians x {layers} layers); attention: vidur/extracted A100 profile scaled by "
+        source=f"{path} (TP{tp}, medians x {layers} layers); attention: vidur/extracted A100 profile "
+        "scaled by "
         "KV bytes and bandwidth (estimate); capacity: gpu_specs.csv memory x 0.9 - fp16 weights",
     )
 
@@ -120,7 +133,7 @@ _SPLITWISE_MODELS = {  # layers, kv bytes per token (fp16), parameters, max_mode
 
 
 def splitwise_plant(spec: str, model: str, data_dir: Path | None = None) -> Plant:
-    """A plant from SplitwiseSim's measured iteration times; ``spec`` is ``<gpu>-tp<k>``."""
+    """Build a plant from SplitwiseSim's measured iteration times; ``spec`` is ``<gpu>-tp<k>``."""
     data_dir = data_dir or default_data_dir()
     gpu, sep, tp_text = spec.partition("-tp")
     if not sep or not tp_text.isdigit():
@@ -133,9 +146,16 @@ def splitwise_plant(spec: str, model: str, data_dir: Path | None = None) -> Plan
     hw = f"{gpu}-80gb"
     sub = df[(df["model"] == model) & (df["hardware"] == hw) & (df["tensor_parallel"] == tp)]
     if sub.empty:
-        combos = sorted({f"{h.removesuffix('-80gb')}-tp{t}" for h, t in
-                         zip(df[df["model"] == model]["hardware"], df[df["model"] == model]["tensor_parallel"],
-                             strict=True)})
+        combos = sorted(
+            {
+                f"{h.removesuffix('-80gb')}-tp{t}"
+                for h, t in zip(
+                    df[df["model"] == model]["hardware"],
+                    df[df["model"] == model]["tensor_parallel"],
+                    strict=True,
+                )
+            }
+        )
         raise ControlkitError(f"no SplitwiseSim rows for {model} on {spec}; available: {', '.join(combos)}")
     dec = sub.groupby("batch_size")["token_time"].median().sort_index()
     tokens = (sub["batch_size"] * sub["prompt_size"]).to_numpy(float)
@@ -160,7 +180,7 @@ def splitwise_plant(spec: str, model: str, data_dir: Path | None = None) -> Plan
 
 
 def model_file_plant(path: Path, *, grid_points: int = 64) -> Plant:
-    """A plant from a ``controlkit.model/1`` file, tabulated over the fitted batch range."""
+    """Build a plant from a ``controlkit.model/1`` file, tabulated over the fitted batch range."""
     from identification.plant import load_model
 
     pm = load_model(path)

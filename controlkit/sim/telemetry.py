@@ -56,16 +56,22 @@ def _open_out(path: str | Path) -> Any:
 def write_steps(path: str | Path, frame: pd.DataFrame, *, plant: Plant, workload: str) -> None:
     """Write step records as JSON Lines with a ``controlkit.steps/1`` header."""
     header = {
-        "schema": STEPS_SCHEMA, "source": "controlkit.sim", "plant": plant.name, "workload": workload,
-        "kv_blocks_total": plant.kv_blocks_total, "block_size": plant.block_size,
+        "schema": STEPS_SCHEMA,
+        "source": "controlkit.sim",
+        "plant": plant.name,
+        "workload": workload,
+        "kv_blocks_total": plant.kv_blocks_total,
+        "block_size": plant.block_size,
         "max_model_len": plant.max_model_len,
     }
     cols = list(STEP_RECORD_COLUMNS)
     with _open_out(path) as fh:
         fh.write(json.dumps(header) + "\n")
         for row in frame.itertuples(index=False, name=None):
-            fh.write(json.dumps(dict(zip(cols, (v.item() if hasattr(v, "item") else v for v in row),
-                                         strict=True))) + "\n")
+            fh.write(
+                json.dumps(dict(zip(cols, (v.item() if hasattr(v, "item") else v for v in row), strict=True)))
+                + "\n"
+            )
 
 
 def write_requests(path: str | Path, req: RequestOutcomes) -> None:

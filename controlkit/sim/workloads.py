@@ -113,7 +113,9 @@ def _sample_lengths(n: int, rng: np.random.Generator, data_dir: Path | None) -> 
     return prompt[idx], output[idx]
 
 
-def _poisson_piecewise(rate_at: object, t_end_s: float, rng: np.random.Generator, rate_max: float) -> FloatArray:
+def _poisson_piecewise(
+    rate_at: object, t_end_s: float, rng: np.random.Generator, rate_max: float
+) -> FloatArray:
     """Arrivals of an inhomogeneous Poisson process by thinning (rate_at: t -> rate)."""
     assert callable(rate_at)
     if rate_max <= 0:
@@ -154,8 +156,9 @@ def _synthetic(name: str, num_requests: int | None, seed: int, data_dir: Path | 
             shape = 1.0 / max(cv, 1e-6) ** 2
             arr = np.cumsum(rng.gamma(shape, 1.0 / (max(rate, 1e-12) * shape), size=n))
         else:
-            raise ControlkitError(f"workload {name!r}: arrivals must be poisson:<rate>, gamma:<rate>:<cv> or "
-                                  "all-at-once")
+            raise ControlkitError(
+                f"workload {name!r}: arrivals must be poisson:<rate>, gamma:<rate>:<cv> or all-at-once"
+            )
         p, o = _sample_lengths(n, rng, data_dir)
         return _make(name, arr, p, o)
     if kind == "step":
@@ -164,7 +167,9 @@ def _synthetic(name: str, num_requests: int | None, seed: int, data_dir: Path | 
         arr = _poisson_piecewise(lambda t: r1 if t < t_sw else r2, t_end, rng, max(r1, r2))
     elif kind == "ramp":
         r0, r1, dur = _floats(name, parts, 3)
-        arr = _poisson_piecewise(lambda t: r0 + (r1 - r0) * min(t / max(dur, 1e-12), 1.0), dur, rng, max(r0, r1))
+        arr = _poisson_piecewise(
+            lambda t: r0 + (r1 - r0) * min(t / max(dur, 1e-12), 1.0), dur, rng, max(r0, r1)
+        )
     else:
         raise ControlkitError(
             f"unknown workload {name!r}; known: azure-conv, azure-code, mooncake, sharegpt[:poisson:<rate>|"
@@ -191,12 +196,17 @@ def _from_frame(df: pd.DataFrame, name: str, path: str) -> Workload:
             values = pd.to_numeric(df[col], errors="coerce")
             bad = np.flatnonzero(values.isna().to_numpy() | (values.to_numpy(float) < 0))
             if len(bad):
-                raise TelemetryError(f"expected a number >= 0, got {df[col].iloc[bad[0]]!r}", path=path,
-                                     line=int(bad[0]) + 2, field=col)
+                raise TelemetryError(
+                    f"expected a number >= 0, got {df[col].iloc[bad[0]]!r}",
+                    path=path,
+                    line=int(bad[0]) + 2,
+                    field=col,
+                )
         return _make(name, df["arrival_s"], df["prompt_tokens"], df["output_tokens"])
     raise TelemetryError(
         "expected columns arrival_s, prompt_tokens, output_tokens (or Azure TIMESTAMP/ContextTokens/"
-        f"GeneratedTokens, or Mooncake timestamp/input_length/output_length); got {sorted(cols)}", path=path
+        f"GeneratedTokens, or Mooncake timestamp/input_length/output_length); got {sorted(cols)}",
+        path=path,
     )
 
 
@@ -258,8 +268,12 @@ def load_workload(
     else:
         wl = _synthetic(text, num_requests, seed, data_dir)
     if num_requests is not None:
-        wl = Workload(wl.name, wl.arrival_s[:num_requests], wl.prompt_tokens[:num_requests],
-                      wl.output_tokens[:num_requests])
+        wl = Workload(
+            wl.name,
+            wl.arrival_s[:num_requests],
+            wl.prompt_tokens[:num_requests],
+            wl.output_tokens[:num_requests],
+        )
     if rate_scale != 1.0:
         wl = Workload(wl.name, wl.arrival_s / rate_scale, wl.prompt_tokens, wl.output_tokens)
     return wl

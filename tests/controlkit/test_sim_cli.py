@@ -37,9 +37,25 @@ register("test-sim-cap", _factory)
 
 def test_simulate_command_writes_metrics_telemetry_and_plot(shared_data: Path, tmp_path: Path) -> None:
     out, steps, png = tmp_path / "m.json", tmp_path / "s.jsonl", tmp_path / "run.png"
-    code = main(["simulate", "--plant", "vllm-h100:llama-2-7b", "--workload", "sharegpt:poisson:5",
-                 "--num-requests", "100", "--policy", "test-sim-cap:cap=16", "-o", str(out),
-                 "--telemetry", str(steps), "--plot", str(png)])
+    code = main(
+        [
+            "simulate",
+            "--plant",
+            "vllm-h100:llama-2-7b",
+            "--workload",
+            "sharegpt:poisson:5",
+            "--num-requests",
+            "100",
+            "--policy",
+            "test-sim-cap:cap=16",
+            "-o",
+            str(out),
+            "--telemetry",
+            str(steps),
+            "--plot",
+            str(png),
+        ]
+    )
     assert code == 0
     doc = json.loads(out.read_text())
     assert doc["schema"] == "controlkit.simmetrics/1" and doc["num_requests"] == 100
@@ -51,14 +67,19 @@ def test_simulate_command_writes_metrics_telemetry_and_plot(shared_data: Path, t
 
 
 def test_simulate_command_reports_a_bad_plant_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["simulate", "--plant", "vllm-h100:nope", "--workload", "sharegpt", "--policy", "test-sim-cap"])
+    code = main(
+        ["simulate", "--plant", "vllm-h100:nope", "--workload", "sharegpt", "--policy", "test-sim-cap"]
+    )
     assert code == 1
     assert "unknown vllm-h100 model" in capsys.readouterr().err
 
 
 def test_simulate_subprocess_smoke(shared_data: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "controlkit.cli", "simulate", "--help"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "controlkit.cli", "simulate", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0 and "--telemetry" in proc.stdout
 
@@ -67,8 +88,9 @@ def test_identify_recovers_the_plant_slope_from_simulated_telemetry(tmp_path: Pa
     telemetry = pytest.importorskip("identification.telemetry")
     plant_mod = pytest.importorskip("identification.plant")
     slope_s = 2e-4
-    plant = Plant("affine", (1.0, 256.0), (0.010 + slope_s, 0.010 + 256 * slope_s), 0.010, 2e-5,
-                  kv_blocks_total=20000)
+    plant = Plant(
+        "affine", (1.0, 256.0), (0.010 + slope_s, 0.010 + 256 * slope_s), 0.010, 2e-5, kv_blocks_total=20000
+    )
     rng = np.random.default_rng(3)
     n = 3000
     arrivals = np.sort(rng.uniform(0, 1, n)) ** 0.5 * 150  # a load ramp: the batch sweeps 1..64

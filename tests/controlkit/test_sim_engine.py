@@ -49,8 +49,15 @@ class Scripted:
 
 def toy_plant(blocks: int = 100, lo: float = 1.0, hi: float = 64.0) -> Plant:
     # decode: 10 ms + 1 ms per sequence; prefill: 5 ms + 10 us per token
-    return Plant("toy", (lo, hi), (0.009 + 0.001 * lo, 0.009 + 0.001 * hi), 0.005, 1e-5, kv_blocks_total=blocks,
-                 max_model_len=512)
+    return Plant(
+        "toy",
+        (lo, hi),
+        (0.009 + 0.001 * lo, 0.009 + 0.001 * hi),
+        0.005,
+        1e-5,
+        kv_blocks_total=blocks,
+        max_model_len=512,
+    )
 
 
 def wl(arrivals: list[float], prompts: list[int], outputs: list[int]) -> Workload:
@@ -70,8 +77,14 @@ def test_single_request_has_hand_computed_ttft_and_tpot(chunked: bool) -> None:
 
 
 def test_chunked_prefill_splits_a_long_prompt_under_the_budget() -> None:
-    res = simulate(toy_plant(), wl([0.0], [250], [2]), Cap(8, 100), slo=SLO_LOOSE, max_batched_tokens=100,
-                   record_steps=True)
+    res = simulate(
+        toy_plant(),
+        wl([0.0], [250], [2]),
+        Cap(8, 100),
+        slo=SLO_LOOSE,
+        max_batched_tokens=100,
+        record_steps=True,
+    )
     assert res.steps["num_prefill_tokens"].tolist()[:3] == [100, 100, 50]
     assert res.requests.first_token_s[0] == pytest.approx(3 * 0.005 + 250e-5)
 
@@ -88,8 +101,14 @@ def test_lowered_cap_blocks_admissions_but_never_evicts() -> None:
         def reset(self) -> None:
             self.n = 0
 
-    res = simulate(toy_plant(), wl([0.0] * 6, [16] * 6, [10] * 6), Drop(), slo=SLO_LOOSE, record_steps=True,
-                   check_invariants=True)
+    res = simulate(
+        toy_plant(),
+        wl([0.0] * 6, [16] * 6, [10] * 6),
+        Drop(),
+        slo=SLO_LOOSE,
+        record_steps=True,
+        check_invariants=True,
+    )
     running = res.steps["num_running"].tolist()
     assert running[0] == 4  # admitted under the first cap
     assert max(running[1:]) == 4  # still 4: nothing evicted after the cap dropped to 1
@@ -99,8 +118,9 @@ def test_lowered_cap_blocks_admissions_but_never_evicts() -> None:
 
 def test_preemption_frees_the_most_recent_request_and_both_finish() -> None:
     # 3 blocks of 16; two prompts of 16 take a block each; at the first decode both need a 2nd block.
-    res = simulate(toy_plant(blocks=3), wl([0.0, 0.0], [16, 16], [20, 20]), Cap(8), slo=SLO_LOOSE,
-                   check_invariants=True)
+    res = simulate(
+        toy_plant(blocks=3), wl([0.0, 0.0], [16, 16], [20, 20]), Cap(8), slo=SLO_LOOSE, check_invariants=True
+    )
     assert res.requests.num_preemptions.tolist() == [0, 1]
     assert res.metrics.num_finished == 2
     assert res.requests.finish_s[1] > res.requests.finish_s[0]
@@ -114,8 +134,9 @@ def test_request_that_can_never_fit_is_rejected_and_reported_unfinished() -> Non
 
 
 def test_horizon_reports_unfinished_requests() -> None:
-    res = simulate(toy_plant(), wl([0.0, 0.0, 5.0], [16, 16, 16], [500, 3, 3]), Cap(8), slo=SLO_LOOSE,
-                   horizon_s=1.0)
+    res = simulate(
+        toy_plant(), wl([0.0, 0.0, 5.0], [16, 16, 16], [500, 3, 3]), Cap(8), slo=SLO_LOOSE, horizon_s=1.0
+    )
     assert res.metrics.num_finished == 1
     assert res.metrics.num_unfinished == 2
     assert res.metrics.num_finished + res.metrics.num_unfinished == 3
@@ -131,7 +152,9 @@ def test_slo_attainment_counts_both_slos_and_unfinished_as_misses() -> None:
 
 def test_observation_reports_engine_state() -> None:
     pol = Cap(8)
-    simulate(toy_plant(), wl([0.0, 0.0, 0.0], [40, 20, 30], [3, 3, 3]), pol, slo=SLO_LOOSE, chunked_prefill=False)
+    simulate(
+        toy_plant(), wl([0.0, 0.0, 0.0], [40, 20, 30], [3, 3, 3]), pol, slo=SLO_LOOSE, chunked_prefill=False
+    )
     first = pol.seen[0]
     assert first.num_waiting == 3 and first.num_running == 0 and first.waiting_prompt_tokens == (40, 20, 30)
     second = pol.seen[1]
@@ -176,16 +199,30 @@ requests = st.lists(
 )
 
 
-@given(reqs=requests, actions=st.lists(junk, min_size=1, max_size=6), blocks=st.integers(2, 30),
-       chunked=st.booleans(), horizon=st.one_of(st.none(), st.floats(0.05, 2.0)))
+@given(
+    reqs=requests,
+    actions=st.lists(junk, min_size=1, max_size=6),
+    blocks=st.integers(2, 30),
+    chunked=st.booleans(),
+    horizon=st.one_of(st.none(), st.floats(0.05, 2.0)),
+)
 def test_engine_invariants_hold_for_any_trace_and_any_policy_output(
-    reqs: list[tuple[float, int, int]], actions: list[object], blocks: int, chunked: bool, horizon: float | None
+    reqs: list[tuple[float, int, int]],
+    actions: list[object],
+    blocks: int,
+    chunked: bool,
+    horizon: float | None,
 ) -> None:
     arrivals = sorted(a for a, _, _ in reqs)
     w = wl(arrivals, [p for _, p, _ in reqs], [o for _, _, o in reqs])
     plant = Plant("toy", (1.0, 512.0), (0.010, 0.50), 0.005, 1e-5, kv_blocks_total=blocks, max_model_len=160)
-    kw = dict(slo=SLO(0.5, 0.05), chunked_prefill=chunked, horizon_s=horizon, check_invariants=True,
-              max_batched_tokens=None if chunked else 256)
+    kw = dict(
+        slo=SLO(0.5, 0.05),
+        chunked_prefill=chunked,
+        horizon_s=horizon,
+        check_invariants=True,
+        max_batched_tokens=None if chunked else 256,
+    )
     a = simulate(plant, w, Scripted(actions), **kw)  # type: ignore[arg-type]
     m = a.metrics
     n = len(reqs)
@@ -196,8 +233,11 @@ def test_engine_invariants_hold_for_any_trace_and_any_policy_output(
     assert np.all(a.requests.first_token_s[fin] >= a.requests.arrival_s[fin])
     if horizon is None:
         assert m.num_unfinished == m.num_rejected
-    junk_outputs = any(not isinstance(x, BatchLimits) or not (isinstance(x.max_active_seqs, int)
-                       and 0 <= x.max_active_seqs <= 256000) for x in actions)
+    junk_outputs = any(
+        not isinstance(x, BatchLimits)
+        or not (isinstance(x.max_active_seqs, int) and 0 <= x.max_active_seqs <= 256000)
+        for x in actions
+    )
     if not junk_outputs:
         assert m.policy_faults == 0 or any(isinstance(x, BatchLimits) and x.admission_order for x in actions)
     b = simulate(plant, w, Scripted(actions), **kw)  # type: ignore[arg-type]
@@ -207,9 +247,12 @@ def test_engine_invariants_hold_for_any_trace_and_any_policy_output(
 
 
 def test_faulty_policy_is_contained_and_counted() -> None:
-    res = simulate(toy_plant(), wl([0.0, 0.0], [16, 16], [10, 10]),
-                   Scripted([RuntimeError("boom"), BatchLimits(-3), BatchLimits(float("nan"))]),  # type: ignore[arg-type]
-                   slo=SLO_LOOSE)
+    res = simulate(
+        toy_plant(),
+        wl([0.0, 0.0], [16, 16], [10, 10]),
+        Scripted([RuntimeError("boom"), BatchLimits(-3), BatchLimits(float("nan"))]),  # type: ignore[arg-type]
+        slo=SLO_LOOSE,
+    )
     assert res.metrics.num_finished == 2
     assert res.metrics.policy_faults == res.metrics.num_steps
     assert "boom" in res.metrics.first_fault

@@ -9,8 +9,9 @@ import pytest
 from controlkit.sim.fidelity import bca_workload, replay_bca
 
 
-@pytest.mark.parametrize(("model", "n"), [("llama-2-7b", 8), ("llama-2-7b", 64), ("llama-2-13b", 32),
-                                          ("opt-2.7b", 128)])
+@pytest.mark.parametrize(
+    ("model", "n"), [("llama-2-7b", 8), ("llama-2-7b", 64), ("llama-2-13b", 32), ("opt-2.7b", 128)]
+)
 def test_replay_matches_measured_throughput_and_median_tpot_within_5_percent(
     shared_data: Path, model: str, n: int
 ) -> None:

@@ -42,9 +42,19 @@ def test_vllm_h100_plant_uses_the_measured_capacity_and_itl(shared_data: Path, m
     assert p.prefill_s_per_token > 0
 
 
-@pytest.mark.parametrize("name", ["vidur-h100:llama-2-7b", "vidur-a100:llama-2-70b", "vidur-a40:phi-2",
-                                  "splitwise-h100-tp4:llama2-70b", "splitwise-a100-tp8:bloom-176b"])
-def test_profile_plants_load_with_positive_capacity_and_increasing_steps(shared_data: Path, name: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "vidur-h100:llama-2-7b",
+        "vidur-a100:llama-2-70b",
+        "vidur-a40:phi-2",
+        "splitwise-h100-tp4:llama2-70b",
+        "splitwise-a100-tp8:bloom-176b",
+    ],
+)
+def test_profile_plants_load_with_positive_capacity_and_increasing_steps(
+    shared_data: Path, name: str
+) -> None:
     p = load_plant(name, data_dir=shared_data)
     assert p.kv_blocks_total > 0
     assert 0 < p.step_s(1, 0) < p.step_s(32, 0) < 1.0

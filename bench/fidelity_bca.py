@@ -1,0 +1,83 @@
+"""Fidelity of the simulator against the measured H100 vLLM runs (BCA data).
+
+Replays every background run (2,000 ShareGPT prompts at t=0, static max_num_seqs=N) for the
+four models and prints measured vs simulated output throughput, median TPOT, preemptions,
+and the preemption onset (smallest N with preemptions) per model.
+Usage: .venv/bin/python bench/fidelity_bca.py [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from controlkit.sim.fidelity import bca_runs, bca_workload, replay_bca
+from controlkit.sim.plants import BCA_MODELS, vllm_h100_plant
+
+ROW = "{:12s} N={:>4} tok/s {:>6} {:>6} {:>7}  TPOT {:>6} {:>6} {:>7}  pre {:>5} {:>5}  ex {}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = ap.parse_args()
+    runs = bca_runs()
+    md = args.markdown
+    if md:
+        print(
+            "| model | N | tok/s meas | tok/s sim | err | TPOT ms meas | TPOT ms sim | err | preempt meas | "
+            "preempt sim | extrap. steps |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    within = total = 0
+    onsets: list[str] = []
+    for model in BCA_MODELS:
+        plant = vllm_h100_plant(model)
+        wl = bca_workload(model)
+        grid = [int(n) for n in runs[runs["model"] == model]["max_num_seqs"]]
+        meas_onset = sim_onset = None
+        for n in grid:
+            r = replay_bca(model, n, plant=plant, workload=wl)
+            ok = abs(r.tok_s_error) <= 0.05 and abs(r.tpot_error) <= 0.05
+            within += ok
+            total += 1
+            if meas_onset is None and r.measured_preemptions > 0:
+                meas_onset = n
+            if sim_onset is None and r.simulated_preemptions > 0:
+                sim_onset = n
+            cells = (
+                model,
+                n,
+                f"{r.measured_tok_s:.0f}",
+                f"{r.simulated_tok_s:.0f}",
+                f"{100 * r.tok_s_error:+.1f}%",
+                f"{1000 * r.measured_tpot_s:.2f}",
+                f"{1000 * r.simulated_tpot_s:.2f}",
+                f"{100 * r.tpot_error:+.1f}%",
+                r.measured_preemptions,
+                r.simulated_preemptions,
+                r.extrapolated_steps,
+            )
+            if md:
+                print("| " + " | ".join(str(c) for c in cells) + " |")
+            else:
+                print(ROW.format(*cells))
+        steps = (
+            "same N"
+            if meas_onset == sim_onset
+            else (
+                "within one grid step"
+                if meas_onset is not None
+                and sim_onset is not None
+                and abs(grid.index(meas_onset) - grid.index(sim_onset)) <= 1
+                else "MISSED"
+            )
+        )
+        onsets.append(f"{model}: preemption onset measured N={meas_onset}, simulated N={sim_onset} ({steps})")
+    print()
+    for line in onsets:
+        print(line)
+    print(f"cells with both throughput and median TPOT within 5%: {within}/{total}")
+
+
+if __name__ == "__main__":
+    main()
