@@ -90,3 +90,16 @@ def test_subprocess_smoke_on_the_real_bca_log(shared_data: Path, tmp_path: Path)
     assert model["memory"]["capacity_blocks"] > 2000
     assert model["latency"]["slope_interval_s_per_seq"][0] > 0
     assert "llama-2-13b" in " ".join(model["meta"]["runs"])
+
+
+def test_skip_bad_rows_reports_what_it_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _steps_csv(tmp_path)
+    lines = path.read_text().splitlines()
+    lines.insert(5, lines[5].replace(lines[5].split(",")[1], "nan", 1))
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "m.json"
+    assert main(["identify", str(path), "-o", str(out)]) == 1
+    assert main(["identify", str(path), "-o", str(out), "--skip-bad-rows"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "skipped 1 bad row(s)" in err and "line 6" in err
+    assert json.loads(out.read_text())["meta"]["skipped_rows"] == 1

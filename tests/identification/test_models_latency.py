@@ -64,10 +64,10 @@ def test_slope_interval_covers_the_true_slope_at_about_its_nominal_rate(step_rec
 
 @settings(max_examples=12)
 @given(scale=st.sampled_from([1e-3, 0.5, 2.0, 1e3]), seed=st.integers(0, 1000))
-def test_scaling_latency_units_scales_coefficients_and_keeps_form_and_range(scale: float, seed: int) -> None:
-    from conftest import make_step_records
-
-    obs = observations_from_steps(make_step_records(600, 2e-4, 4e-4, seed, knee=40, slope_above=6e-4))
+def test_scaling_latency_units_scales_coefficients_and_keeps_form_and_range(
+    step_records: Factory, scale: float, seed: int
+) -> None:
+    obs = observations_from_steps(step_records(600, 2e-4, 4e-4, seed, knee=40, slope_above=6e-4))
     a = LatencyModel().fit(obs)
     b = LatencyModel().fit(obs.scale_time(scale))
     assert b.form_ == a.form_
