@@ -223,5 +223,25 @@ def _meta(telemetry: Telemetry, source: str, checks: Mapping[str, float]) -> dic
         "skipped_rows": len(telemetry.skipped),
         "latency_source": source,
         "cross_check": dict(checks),
+        **_names(telemetry),
         **{k: str(v) for k, v in telemetry.meta.items()},
     }
+
+
+_NAME_COLUMNS = {"model": "model", "gpu": "gpu", "hardware": "gpu", "engine": "engine",
+                 "vllm_version": "engine_version", "max_model_len": "max_model_len"}
+
+
+def _names(telemetry: Telemetry) -> dict[str, str]:
+    """Model, GPU and engine names where a key column holds a single value for the selection."""
+    out: dict[str, str] = {}
+    frames = [telemetry.samples, telemetry.steps, getattr(telemetry, "runs", None)]
+    for frame in frames:
+        if frame is None or len(frame) == 0:
+            continue
+        for column, key in _NAME_COLUMNS.items():
+            if column in frame.columns and key not in out:
+                values = frame[column].dropna().astype(str).unique()
+                if len(values) == 1:
+                    out[key] = str(values[0])
+    return out
