@@ -290,7 +290,24 @@ def simulate(
             raw: object = policy.decide(obs)
         except Exception as exc:  # a policy must never crash the engine
             raw = exc
-        if raw is not last_raw or not isinstance(raw, BatchLimits) or raw.admission_order:
+        if raw is last_raw and type(raw) is BatchLimits and not raw.admission_order:
+            pass  # the same object as last step, already validated
+        elif (
+            type(raw) is BatchLimits
+            and type(raw.max_active_seqs) is int
+            and 1 <= raw.max_active_seqs <= ceiling
+            and (
+                raw.max_batched_tokens is None
+                or (
+                    type(raw.max_batched_tokens) is int
+                    and min_budget <= raw.max_batched_tokens <= max_batched_tokens
+                )
+            )
+            and not raw.admission_order
+        ):
+            limits = raw  # fast path: already in range, sanitize_limits would return the same values
+            last_raw = raw
+        else:
             if isinstance(raw, Exception):
                 res_fault = f"policy raised {type(raw).__name__}: {raw}"
                 new_limits = limits
@@ -309,6 +326,10 @@ def simulate(
                 if len(fault_msgs) < 5 and res_fault not in fault_msgs:
                     fault_msgs.append(res_fault)
                 last_raw = None
+                # a stale admission order would index a queue that has changed since
+                new_limits = BatchLimits(
+                    new_limits.max_active_seqs, new_limits.max_batched_tokens, (), new_limits.flags
+                )
             else:
                 last_raw = raw
             limits = new_limits
@@ -335,6 +356,8 @@ def simulate(
                             break
                         rid = picks[pi]
                         pi += 1
+                        if rid in running:  # a repeated index
+                            continue
                     elif waiting:
                         rid = waiting[0]
                     else:
@@ -416,6 +439,8 @@ def simulate(
                             break
                         rid = picks[pi]
                         pi += 1
+                        if rid in running:  # a repeated index
+                            continue
                     elif waiting:
                         rid = waiting[0]
                     else:

@@ -189,6 +189,8 @@ junk = st.one_of(
     st.just(BatchLimits(10**9)),
     st.just(BatchLimits(float("nan"))),  # type: ignore[arg-type]
     st.just(BatchLimits(3, None, (99,))),
+    st.just(BatchLimits(4, None, (0, 0, 1))),
+    st.just(BatchLimits(4, None, (1, 0))),
     st.just(None),
     st.just(float("nan")),
     st.just(RuntimeError("policy bug")),
