@@ -117,3 +117,25 @@ def test_clipping_to_max_model_len_is_counted() -> None:
     c, n = w.clipped(2048)
     assert n == 2
     assert np.all(c.prompt_tokens + c.output_tokens <= 2048) and np.all(c.output_tokens >= 1)
+
+
+def test_public_api_is_pinned() -> None:
+    import controlkit.sim as sim
+
+    assert set(sim.__all__) == {
+        "SLO",
+        "WAITING_OBS_LIMIT",
+        "Plant",
+        "RequestOutcomes",
+        "SimMetrics",
+        "SimResult",
+        "Workload",
+        "default_slo",
+        "load_plant",
+        "load_workload",
+        "read_steps",
+        "simulate",
+        "write_requests",
+        "write_steps",
+    }
+    assert all(hasattr(sim, name) for name in sim.__all__)
