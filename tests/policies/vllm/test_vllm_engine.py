@@ -84,7 +84,26 @@ def test_engine_step_log_reads_as_telemetry(engine_runs: dict[str, Any]) -> None
     assert (steps["kv_blocks_total"] == 16383).all()
 
 
+def test_identify_fits_a_model_from_the_engine_step_log(
+    engine_runs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from controlkit.cli import main
+
+    out = tmp_path / "model.json"
+    assert main(["identify", str(engine_runs["dir"] / "string-steps.jsonl"), "-o", str(out)]) == 0
+    model = json.loads(out.read_text())
+    assert model["schema"] == "controlkit.model/1"
+    assert "16383" in json.dumps(model)  # the engine's KV capacity made it into the model
+
+
+def _families(text: str) -> set[str]:
+    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+
+
 def test_engine_exposes_vllm_and_controlkit_metrics(engine_runs: dict[str, Any]) -> None:
     text = engine_runs["string"]["metrics"]
     assert 'vllm:generation_tokens_total{engine="0"' in text
     assert 'controlkit_policy_faults_total{kind="raised"} 0.0' in text
+    # the scrape fixture (captured from this engine) still matches what vLLM exposes
+    fixture = (HERE.parents[1] / "fixtures" / "vllm_metrics.txt").read_text()
+    assert _families(fixture) <= _families(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,6 @@ import pytest
 
 pytest.importorskip("vllm")
 
-import itertools
 
 from controlkit.contract import BatchLimits, Observation
 from policies.vllm.config import HookConfig
@@ -127,3 +127,39 @@ def test_preemptions_appear_in_the_step_log(
     assert sum(r["num_preempted"] for r in records) == sum(res.preempted) > 0
     assert max(r["kv_blocks_used"] for r in records) == 63  # every usable block, at the peak
     assert sum(o.num_preempted for o in policy.seen) > 0
+
+
+def _designed(kind: str) -> Any:
+    from controlkit.design import design_mpc, design_pid
+    from controlkit.plant import DesignPlant
+
+    plant = DesignPlant(
+        sample_period_s=0.04, intercept_s=0.02, k_min=1e-4, k_nom=1.2e-4, k_max=1.5e-4, b_min=1, b_max=64,
+        kv_capacity_blocks=4000, block_size=16, tokens_per_seq=200, arrival_rate_per_s=5,
+        prompt_tokens_mean=60, output_tokens_mean=30,
+    )
+    design = design_pid(plant, 0.05, 2.0, method="simc") if kind == "pid" else design_mpc(plant, 0.05, 2.0)
+    return design.to_policy_file()
+
+
+@pytest.mark.parametrize("kind", ["pid", "mpc"])
+def test_designed_controllers_run_in_the_real_scheduler(
+    kind: str, make_sched: Any, drive_fn: Any, request_fn: Any, tmp_path: Path
+) -> None:
+    from policies.vllm.scheduler import ControlledScheduler
+
+    pf = _designed(kind)
+    path = tmp_path / f"{kind}.json"
+    pf.save(path)
+    sched = make_sched(ControlledScheduler, max_num_seqs=64, controlkit=HookConfig(policy=str(path)))
+    res = drive_fn(sched, _bursts(request_fn, n_bursts=3, per_burst=40, every=60), max_steps=3000)
+    assert len(res.finished) == 120
+    guard = sched.controlkit.guard
+    assert guard.total_faults == 0
+    assert type(guard.policy).__name__ == {"pid": "PIDPolicy", "mpc": "MPCPolicy"}[kind]
+    if kind == "pid":  # sub-ms steps vs a 50 ms SLO: the PID opens the cap, rate-limited
+        assert res.caps[-1] > res.caps[0]
+    b_min, rate = int(pf.limits["b_min"]), int(pf.limits["rate_limit"])
+    assert all(b_min <= c <= 64 for c in res.caps)
+    assert all(abs(a - b) <= rate for a, b in itertools.pairwise(res.caps))
+    assert all(r <= max(c, b) for r, c, b in zip(res.running, res.caps, res.running_before, strict=True))
