@@ -87,7 +87,7 @@ def _load_kinds() -> None:
 
 
 def available_kinds() -> tuple[str, ...]:
-    """The registered policy kinds, sorted."""
+    """Return the registered policy kinds, sorted."""
     _load_kinds()
     return tuple(sorted(_FACTORIES))
 
