@@ -183,6 +183,7 @@ class BenchResults:
 
     def save_json(self, path: str | Path) -> None:
         """Write :meth:`to_dict` as JSON (NaN written as null)."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(_nan_to_none(self.to_dict()), indent=1, sort_keys=False) + "\n")
 
     @classmethod

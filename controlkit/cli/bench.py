@@ -24,6 +24,13 @@ from controlkit.bench.summary import summarize
 __all__ = ["command"]
 
 
+def _command_line() -> str:
+    argv = sys.argv[1:]
+    if argv[:1] == ["bench"]:
+        return shlex.join(["controlkit", *argv])
+    return "controlkit bench (called in-process)"
+
+
 def _split(values: tuple[str, ...]) -> tuple[str, ...] | None:
     items = tuple(v.strip() for raw in values for v in raw.split(",") if v.strip())
     return items or None
@@ -104,7 +111,7 @@ def command(
             jobs=n_jobs,
             ray_address=ray_address,
             progress=not no_progress,
-            command="controlkit " + shlex.join(sys.argv[2:] if len(sys.argv) > 1 else []),
+            command=_command_line(),
         )
         if json_path:
             results.save_json(json_path)
