@@ -262,6 +262,18 @@ class PolicyGuard:
                 f"decide took {elapsed * 1e3:.2f} ms > budget {self.decide_budget_s * 1e3:.2f} ms; "
                 f"result discarded, deciding every {self.decide_every} steps now",
             )
+        if type(raw) is BatchLimits and not raw.admission_order:  # fast path: clean, in range
+            cap, tokens = raw.max_active_seqs, raw.max_batched_tokens
+            ceiling = self.max_batched_tokens_ceiling
+            if type(cap) is int and 1 <= cap <= self.max_seqs_ceiling and (
+                tokens is None
+                or (type(tokens) is int and self.min_batched_tokens <= tokens
+                    and (ceiling is None or tokens <= ceiling))
+            ):
+                if tokens is None:
+                    raw = BatchLimits(cap, self.last_safe.max_batched_tokens, (), frozenset(raw.flags))
+                self.last_safe = raw
+                return raw
         checked = sanitize_limits(
             raw,
             last_safe=self.fallback if self.static_fallback else self.last_safe,

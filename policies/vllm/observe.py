@@ -55,12 +55,20 @@ class StepObserver:
     ----------
     block_size
         Tokens per KV block.
+    context_tokens
+        Sum the running requests' computed tokens every step (one pass over ``running``,
+        about 10 µs at 512 requests); when False, context tokens are reported as unknown
+        (``-1`` in step records, ``0`` in observations).
     clock, wall_clock
         Monotonic and wall clocks (seconds), injectable for tests.
     """
 
-    def __init__(self, block_size: int, *, clock: Any = time.monotonic, wall_clock: Any = time.time) -> None:
+    def __init__(
+        self, block_size: int, *, clock: Any = time.monotonic, wall_clock: Any = time.time,
+        context_tokens: bool = True,
+    ) -> None:
         self.block_size = block_size
+        self.context_tokens = context_tokens
         self.clock = clock
         self.wall_clock = wall_clock
         self.t0_s = clock()
@@ -104,7 +112,7 @@ class StepObserver:
             kv_blocks_total=total,
             num_prefill_tokens=self.last_prefill_tokens,
             num_decode_tokens=self.last_decode_tokens,
-            num_context_tokens=self.last_context_tokens,
+            num_context_tokens=max(0, self.last_context_tokens),
             last_step_s=self.last_step_s,
             num_preempted=self.last_preempted,
             num_finished=self.last_finished,
@@ -128,7 +136,7 @@ class StepObserver:
         preempted = output.preempted_req_ids
         used, total = self.kv_blocks(scheduler)
         running = scheduler.running
-        context = sum(map(_computed, running))
+        context = sum(map(_computed, running)) if self.context_tokens else -1
         num_waiting = len(scheduler.waiting) + len(scheduler.kv_holding_waiting)
         if len(self._pending) > 16:  # steps that never got an update (aborted engine step)
             self._pending.clear()

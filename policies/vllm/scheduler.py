@@ -97,7 +97,8 @@ class HookRuntime:
             )
             logger.info("controlkit: hook active with policy %s (cap ceiling %d, token budget %d)",
                         type(self.guard.policy).__name__, self.cap_ceiling, self.tokens_ceiling)
-        self.observer = StepObserver(block_size)
+        # Context tokens cost a pass over the running requests; pay it only for the step log.
+        self.observer = StepObserver(block_size, context_tokens=bool(config.step_log))
         self.step_log: StepLogWriter | None = None
         if config.step_log:
             self.step_log = StepLogWriter(

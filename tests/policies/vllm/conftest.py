@@ -40,6 +40,7 @@ THIRD_PARTY_MODULES = (
 @pytest.fixture(scope="session")
 def vllm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Set the offline environment (and a temporary VLLM_CACHE_ROOT) for the session."""
+    pytest.importorskip("vllm")
     cache = tmp_path_factory.mktemp("vllm_cache")
     with pytest.MonkeyPatch.context() as mp:
         for k, v in OFFLINE_ENV.items():

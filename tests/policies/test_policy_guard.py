@@ -1,0 +1,137 @@
+"""The hook's vLLM-free parts: the policy guard, the step-log writer, the hook settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controlkit.contract import BatchLimits, Observation, sanitize_limits
+from identification.errors import PolicyError
+from policies.vllm.config import HookConfig
+from policies.vllm.failsafe import PolicyGuard
+from policies.vllm.steplog import STEP_LOG_FIELDS, StepLogWriter
+
+OBS = Observation(t_s=0.0, num_running=3, num_waiting=1, kv_blocks_used=5, kv_blocks_total=100)
+
+
+class Replay:
+    """Returns the queued values in turn."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values, self.calls = list(values), 0
+
+    def decide(self, observation: Observation) -> Any:
+        self.calls += 1
+        return self.values.pop(0)
+
+    def reset(self) -> None:
+        pass
+
+
+values = st.one_of(
+    st.integers(-5, 600), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
+)
+limits = st.builds(
+    BatchLimits, max_active_seqs=values, max_batched_tokens=st.one_of(st.none(), values),
+    flags=st.frozensets(st.sampled_from(["a", "b"])),
+)
+
+
+@given(raw=st.one_of(limits, values), start=st.integers(1, 64))
+def test_guard_applies_exactly_what_sanitize_limits_allows(raw: Any, start: int) -> None:
+    last = BatchLimits(start, 2048)
+    guard = PolicyGuard(Replay(raw), fallback=last, max_seqs_ceiling=256, max_batched_tokens_ceiling=4096,
+                        min_batched_tokens=64, log=False)
+    got = guard.decide(OBS)
+    ref = sanitize_limits(raw, last_safe=last, max_seqs_ceiling=256, min_batched_tokens=64,
+                          max_batched_tokens_ceiling=4096)
+    expected = ref.limits
+    if not ref.fault and expected.max_batched_tokens is None:
+        expected = BatchLimits(expected.max_active_seqs, 2048, expected.admission_order, expected.flags)
+    assert got == expected
+    assert (guard.total_faults == 1) == bool(ref.fault)
+
+
+def test_guard_decides_every_k_steps_and_holds_the_limits_in_between() -> None:
+    policy = Replay(*(BatchLimits(c) for c in (5, 6, 7)))
+    guard = PolicyGuard(policy, fallback=BatchLimits(8, 512), max_seqs_ceiling=16, decide_every=3, log=False)
+    caps = [guard.decide(OBS).max_active_seqs for _ in range(9)]
+    assert caps == [5, 5, 5, 6, 6, 6, 7, 7, 7] and policy.calls == 3
+
+
+def test_slow_policy_doubles_the_decision_period_up_to_the_bound() -> None:
+    ticks = iter(range(1000))
+
+    def clock() -> float:
+        return float(next(ticks))  # every decide "takes" 1 s
+
+    policy = Replay(*(BatchLimits(3) for _ in range(100)))
+    guard = PolicyGuard(policy, fallback=BatchLimits(8), max_seqs_ceiling=16, decide_budget_s=0.5,
+                        max_decide_every=8, clock=clock, log=False)
+    caps = [guard.decide(OBS).max_active_seqs for _ in range(40)]
+    assert set(caps) == {8}  # slow answers are discarded
+    assert guard.decide_every == 8 and guard.faults["slow"] == policy.calls
+    assert policy.calls < 10  # 1 + 1 + 1 + ... amortised, not 40
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [({"CONTROLKIT_DECIDE_EVERY": "0"}, "CONTROLKIT_DECIDE_EVERY='0'"),
+     ({"CONTROLKIT_DECIDE_EVERY": "often"}, "not an integer"),
+     ({"CONTROLKIT_DECIDE_BUDGET_S": "nan"}, "CONTROLKIT_DECIDE_BUDGET_S"),
+     ({"CONTROLKIT_FALLBACK_MAX_SEQS": "-1"}, "CONTROLKIT_FALLBACK_MAX_SEQS")],
+)
+def test_bad_hook_settings_name_the_variable(env: dict[str, str], match: str) -> None:
+    with pytest.raises(PolicyError, match=match):
+        HookConfig.from_sources(env)
+
+
+def test_additional_config_wins_over_the_environment() -> None:
+    cfg = HookConfig.from_sources(
+        {"CONTROLKIT_POLICY": "static:max_num_seqs=4", "CONTROLKIT_STEP_LOG": "/tmp/a.jsonl"},
+        {"controlkit": {"policy": "/etc/p.json", "decide_budget_s": 0.001}},
+    )
+    assert (cfg.policy, cfg.step_log, cfg.decide_budget_s) == ("/etc/p.json", "/tmp/a.jsonl", 0.001)
+    with pytest.raises(PolicyError, match="must be an object"):
+        HookConfig.from_sources({}, {"controlkit": "p.json"})
+
+
+def _record(i: int) -> tuple[float | int, ...]:
+    return (i * 0.01, 0.01, 4, 1, 0, 4, 10, 100, 0, 160, 8, 2048)
+
+
+def test_step_log_rotates_and_every_file_starts_with_its_header(tmp_path: Path) -> None:
+    path = tmp_path / "steps.jsonl"
+    writer = StepLogWriter(path, header={"block_size": 16}, buffer_steps=7, max_bytes=4096, backups=2)
+    for i in range(200):
+        writer.write(_record(i))
+    writer.close()
+    writer.write(_record(999))  # ignored after close
+    files = [path, path.with_name("steps.jsonl.1"), path.with_name("steps.jsonl.2")]
+    assert all(f.exists() for f in files) and not path.with_name("steps.jsonl.3").exists()
+    assert writer.rotations >= 3 and writer.steps_written == 200
+    seen: list[float] = []
+    for f in reversed(files):
+        lines = f.read_text().splitlines()
+        header = json.loads(lines[0])
+        assert header["schema"] == "controlkit.steps/1" and header["fields"] == list(STEP_LOG_FIELDS)
+        assert f.stat().st_size <= 4096
+        seen += [json.loads(x)["t_s"] for x in lines[1:]]
+    # the newest records survive, in order, without gaps
+    assert seen == [i * 0.01 for i in range(200 - len(seen), 200)]
+
+
+@pytest.mark.parametrize("module", ["policies.vllm.failsafe", "policies.vllm.steplog", "policies.vllm.config"])
+def test_docstring_examples_of_the_vllm_free_hook_modules(module: str) -> None:
+    # The root conftest keeps policies/vllm/* out of doctest collection (scheduler.py imports
+    # vLLM); these three modules do not, so their examples run here.
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
