@@ -24,7 +24,7 @@ from controlkit.sim.metrics import SLO
 from controlkit.sim.plants import BCA_MODELS, Plant, default_data_dir, vllm_h100_plant
 from controlkit.sim.workloads import Workload, sharegpt_lengths
 
-__all__ = ["FidelityRow", "bca_runs", "bca_workload", "replay_bca"]
+__all__ = ["FidelityRow", "bca_runs", "bca_workload", "measured_context_per_seq", "replay_bca"]
 
 NUM_PROMPTS = 2000
 
@@ -77,10 +77,47 @@ def bca_runs(data_dir: Path | None = None) -> pd.DataFrame:
     return idx.merge(ss, on=["model", "max_num_seqs"], how="left").sort_values(["model", "max_num_seqs"])
 
 
+def _shape_outputs(p: np.ndarray, o: np.ndarray, total: float, beta: float, max_len: int) -> np.ndarray:
+    """``o**beta`` rescaled to ``total`` tokens, each clipped to ``max_len - 1 - prompt``."""
+    x = o**beta
+    for _ in range(6):
+        x = np.minimum(x * total / x.sum(), max_len - 1 - p)
+    return np.asarray(x, dtype=float)
+
+
+def _weighted_context(p: np.ndarray, o: np.ndarray) -> float:
+    """Context per running request at steady state: ``sum(o * (p + o/2)) / sum(o)``."""
+    return float(np.sum(o * (p + o / 2.0)) / np.sum(o))
+
+
+def measured_context_per_seq(model: str, data_dir: Path | None = None) -> float:
+    """KV tokens per running request in the steady state of the runs with 8 <= N <= 64.
+
+    ``kv_usage_median * num_gpu_blocks * 16 / mean_running`` of
+    ``derived_steady_state_step_times.csv``, averaged over those runs (none of them preempts).
+    """
+    bca = (data_dir or default_data_dir()) / "bca_memory_gap"
+    ss = pd.read_csv(bca / "derived_steady_state_step_times.csv")
+    s = ss[(ss["model"] == model) & (ss["max_num_seqs"] >= 8) & (ss["max_num_seqs"] <= 64)]
+    return float((s["kv_usage_median"] * s["num_gpu_blocks"] * 16.0 / s["mean_running"]).mean())
+
+
 def bca_workload(model: str, data_dir: Path | None = None, seed: int = 0) -> Workload:
-    """2,000 ShareGPT requests at t=0, lengths scaled to the model's measured totals."""
+    """2,000 ShareGPT requests at t=0 with the model's measured token totals and KV footprint.
+
+    Draws 2,000 (prompt, output) pairs from the Llama-2 ShareGPT lengths with
+    ``benchmark_serving``'s filter, scales the prompts to the run's ``total_input_tokens``, and
+    reshapes the outputs as ``output**beta`` scaled to ``total_output_tokens`` (clipped to
+    ``max_model_len``), with ``beta`` chosen by bisection so that the steady-state context per
+    running request, ``sum(o*(p+o/2))/sum(o)``, equals :func:`measured_context_per_seq`.
+    For the Llama-2 models (whose tokenizer the lengths come from) this gives ``beta`` about
+    1.0 (0.997 and 1.018); for OPT about 1.3: the OPT runs hold 6 % more KV per request than the
+    Llama runs with 10 % fewer output tokens (early end-of-sequence stops, another tokenizer),
+    so their long outputs are longer than a uniform scaling makes them.
+    """
     runs = bca_runs(data_dir)
     row = runs[runs["model"] == model].iloc[0]
+    max_len = int(row["max_model_len"])
     prompt, output = sharegpt_lengths(data_dir)
     keep = (prompt < 1024) & (prompt + output < 2048) & (prompt >= 4) & (output >= 4)
     prompt, output = prompt[keep], output[keep]
@@ -88,9 +125,18 @@ def bca_workload(model: str, data_dir: Path | None = None, seed: int = 0) -> Wor
     pick = rng.choice(len(prompt), size=NUM_PROMPTS, replace=False)
     p = prompt[pick].astype(float)
     o = output[pick].astype(float)
-    p = np.maximum(1, np.rint(p * float(row["total_input_tokens"]) / p.sum())).astype(np.int64)
-    o = np.maximum(1, np.rint(o * float(row["total_output_tokens"]) / o.sum())).astype(np.int64)
-    return Workload(f"bca-sharegpt:{model}", np.zeros(NUM_PROMPTS), p, o)
+    p = np.maximum(1, np.rint(p * float(row["total_input_tokens"]) / p.sum()))
+    total_out = float(row["total_output_tokens"])
+    target = measured_context_per_seq(model, data_dir)
+    lo, hi = 0.5, 2.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if _weighted_context(p, _shape_outputs(p, o, total_out, mid, max_len)) < target:
+            lo = mid
+        else:
+            hi = mid
+    out = np.maximum(1, np.rint(_shape_outputs(p, o, total_out, lo, max_len))).astype(np.int64)
+    return Workload(f"bca-sharegpt:{model}", np.zeros(NUM_PROMPTS), p.astype(np.int64), out)
 
 
 def replay_bca(

@@ -14,8 +14,9 @@ The step-time model shared by all plants is
   the fixed cost is shared);
 * plus ``idle_s_per_seq * num_idle_seqs`` for running requests that the step does not compute
   (vLLM 0.5's prefill-only steps still pay per-running-request bookkeeping);
-* plus ``context_s_per_token * num_context_tokens`` (attention over the KV cache), zero for
-  plants whose decode table already averages over the measured context mix.
+* plus, in steps that decode, ``context_s_per_token * (num_context_tokens - ref(b))``
+  (attention over the KV cache beyond the context ``ref(b)`` the table was measured at;
+  ``ref = 0`` when the plant gives no ``context_ref_tokens``).
 
 Builders for named plants: :func:`load_plant` (``vllm-h100:<model>`` here; ``vidur-…``,
 ``splitwise-…`` and model files in :mod:`controlkit.sim.profiles`).
@@ -187,7 +188,7 @@ class Plant:
             t = self.prefill_base_s + self.prefill_s_per_token * num_prefill_tokens
         else:
             return 0.0
-        if self.context_s_per_token:
+        if self.context_s_per_token and num_decode_seqs > 0:
             ref = self._ctx_lut
             extra = num_context_tokens - (ref[num_decode_seqs] if num_decode_seqs < len(ref) else 0.0)
             t = max(0.5 * t, t + self.context_s_per_token * extra)
@@ -229,17 +230,30 @@ def _prefill_fit_opt27(bca: Path) -> tuple[float, float]:
 
 def _decode_table(
     model: str, idx: pd.DataFrame, ss: pd.DataFrame
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Median ITL (s) vs the steady-state running batch, from runs with >= 20 steady samples."""
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """Median ITL (s) and steady-state context (tokens) vs the steady-state running batch.
+
+    From runs with >= 20 steady samples; the context is
+    :func:`~controlkit.sim.context_fit.steady_context_tokens` of the same rows.
+    """
+    from controlkit.sim.context_fit import steady_context_tokens
+
     runs = idx[idx["model"] == model].merge(
-        ss[["model", "max_num_seqs", "samples", "mean_running"]], on=["model", "max_num_seqs"], how="left"
+        ss[["model", "max_num_seqs", "samples", "mean_running", "kv_usage_median"]],
+        on=["model", "max_num_seqs"],
+        how="left",
     )
     runs = runs[(runs["samples"] >= 20) | (runs["max_num_seqs"] == 1)].sort_values("max_num_seqs")
     x = runs["mean_running"].fillna(runs["max_num_seqs"]).to_numpy(float).copy()
     x[0] = 1.0
     y = runs["median_itl_ms"].to_numpy(float) / 1000.0
+    ctx = steady_context_tokens(runs.assign(mean_running=x))
     keep = np.concatenate([[True], np.diff(x) > 0.5])
-    return tuple(float(v) for v in x[keep]), tuple(float(v) for v in y[keep])
+    return (
+        tuple(float(v) for v in x[keep]),
+        tuple(float(v) for v in y[keep]),
+        tuple(float(v) for v in ctx[keep]),
+    )
 
 
 def _prefill_overheads(
@@ -288,10 +302,10 @@ def vllm_h100_plant(model: str, data_dir: Path | None = None) -> Plant:
       the steady-state wall time per decode iteration and the ITL (see
       :func:`_prefill_overheads`).  These are fitted on the same runs the fidelity replay
       compares against; the replay validates the engine dynamics, not an independent plant.
-    * Context: not modelled separately; the table holds attention at the measured ShareGPT
-      context mix.  (Charging the deviation from the steady-state context at the A100
-      attention cost per KV byte made the replay worse, so it is left out; see
-      docs/simulator.md.)
+    * Context: the table holds attention at each run's steady-state context (``C_ref``, from
+      ``kv_usage_median``); a decode step is charged ``kappa * (C - C_ref(b))`` on top, with
+      ``kappa`` fitted on the drain phases of the per-second engine metrics
+      (:mod:`controlkit.sim.context_fit`).
     * KV capacity: ``num_gpu_blocks`` of the run at ``max_num_seqs=1``.
 
     Parameters
@@ -307,10 +321,13 @@ def vllm_h100_plant(model: str, data_dir: Path | None = None) -> Plant:
     idx = _read_csv(bca / "background_runs_index.csv")
     ss = _read_csv(bca / "derived_steady_state_step_times.csv")
     runs = idx[idx["model"] == model].sort_values("max_num_seqs")
-    xs, ys = _decode_table(model, idx, ss)
+    xs, ys, ref = _decode_table(model, idx, ss)
     _, c27 = _prefill_fit_opt27(bca)
     c = c27 * BCA_MODELS[model] / BCA_MODELS["opt-2.7b"]
     a, k = _prefill_overheads(model, idx, ss, c)
+    from controlkit.sim.context_fit import fit_context_cost
+
+    kappa = fit_context_cost(bca, model, xs, ys, ref).context_s_per_token
     max_len = int(runs["max_model_len"].iloc[0])
     return Plant(
         name=f"vllm-h100:{model}",
@@ -319,6 +336,8 @@ def vllm_h100_plant(model: str, data_dir: Path | None = None) -> Plant:
         prefill_base_s=a,
         prefill_s_per_token=c,
         idle_s_per_seq=k,
+        context_s_per_token=kappa,
+        context_ref_tokens=ref,
         kv_blocks_total=int(runs["num_gpu_blocks"].iloc[0]),
         block_size=int(runs["block_size"].iloc[0]),
         max_model_len=max_len,
@@ -328,7 +347,8 @@ def vllm_h100_plant(model: str, data_dir: Path | None = None) -> Plant:
         source=(
             "bca_memory_gap: background_runs_index.csv (median_itl_ms, num_gpu_blocks), "
             "derived_steady_state_step_times.csv (mean_running, est_wall_ms_per_step), "
-            "offline_prefill_decode_times.csv (opt-2.7b prefill slope, scaled by parameters)"
+            "offline_prefill_decode_times.csv (opt-2.7b prefill slope, scaled by parameters), "
+            "background_engine_metrics.csv.gz (attention cost per context token, drain phases)"
         ),
     )
 
