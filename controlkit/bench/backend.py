@@ -283,9 +283,7 @@ class SimBackend:
                     text2, code = _run_cli([*args, "--allow-uncertified"], sink)
                     text, uncertified = text + text2, code == 0
                 if code != 0 or not out.is_file():
-                    errors[controller] = (
-                        f"controlkit design --controller {controller} failed: {text.strip()[-400:]}"
-                    )
+                    errors[controller] = f"controlkit design --controller {controller} failed: {text.strip()[-400:]}"
                     continue
                 specs[controller] = json.loads(out.read_text())
                 designs[controller] = {"uncertified": uncertified, "output": text.strip()[-600:]}
@@ -372,9 +370,7 @@ def _model_summary(model: Any) -> dict[str, Any]:
         value = getattr(latency, attr, None)
         if value is not None:
             try:
-                out[attr] = json.loads(
-                    json.dumps(value, default=lambda o: getattr(o, "tolist", lambda: str(o))())
-                )
+                out[attr] = json.loads(json.dumps(value, default=lambda o: getattr(o, "tolist", lambda: str(o))()))
             except (TypeError, ValueError):
                 out[attr] = str(value)
     return out

@@ -88,9 +88,7 @@ def capacity_from_curve(
         Empty or mismatched inputs.
     """
     if len(loads) == 0 or len(loads) != len(attainments):
-        raise ControlkitError(
-            f"need equal, non-empty loads and attainments, got {len(loads)} and {len(attainments)}"
-        )
+        raise ControlkitError(f"need equal, non-empty loads and attainments, got {len(loads)} and {len(attainments)}")
     points = sorted(zip(loads, attainments, strict=True))
     last_load, last_att = None, None
     for load, att in points:

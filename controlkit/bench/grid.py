@@ -179,8 +179,7 @@ class BenchGrid:
             raise PolicyError(f"load factors must be > 0, got {self.loads}")
         if any(c < 1 for c in (*self.static_caps, *self.static_token_budgets)):
             raise PolicyError(
-                f"static caps and token budgets must be >= 1, got {self.static_caps}, "
-                f"{self.static_token_budgets}"
+                f"static caps and token budgets must be >= 1, got {self.static_caps}, {self.static_token_budgets}"
             )
         if self.num_requests < 1 or self.id_num_requests < 1:
             raise PolicyError("num_requests and id_num_requests must be >= 1")
@@ -313,15 +312,12 @@ def materialize_workload(
     if kind in ("step", "ramp"):
         if len(parts) not in (2, 3):
             raise PolicyError(
-                f"workload {workload!r}: expected {kind}:<a>:<b>[:<seconds>] with a, b relative "
-                "to the nominal rate"
+                f"workload {workload!r}: expected {kind}:<a>:<b>[:<seconds>] with a, b relative to the nominal rate"
             )
         try:
             a, b = float(parts[0]) * rate, float(parts[1]) * rate
             t_s = (
-                float(parts[2])
-                if len(parts) == 3
-                else 2.0 * num_requests / (a + b) / (2.0 if kind == "step" else 1.0)
+                float(parts[2]) if len(parts) == 3 else 2.0 * num_requests / (a + b) / (2.0 if kind == "step" else 1.0)
             )
         except (ValueError, ZeroDivisionError) as exc:
             raise PolicyError(f"workload {workload!r}: rates and time must be numbers, a + b > 0") from exc
@@ -423,7 +419,7 @@ DEFAULT_GRID = BenchGrid(
         "vllm-h100:llama-2-13b",
         "vllm-h100:opt-2.7b",
         "vidur-a100:llama-2-7b",
-        "splitwise-a100-tp4:llama-2-70b",
+        "splitwise-a100-tp4:llama2-70b",
     ),
     workloads=("azure-conv", "azure-code", "mooncake", "step:0.5:1.5", "ramp:0.3:1.7"),
     loads=(0.5, 0.8, 1.0, 1.25),

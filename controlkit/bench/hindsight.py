@@ -84,9 +84,7 @@ def best_static_in_hindsight(cells: Sequence[CellResult]) -> list[CellResult]:
     return derived
 
 
-def static_default_from_sweep(
-    cells: Sequence[CellResult], setups: Mapping[str, PlantSetup]
-) -> list[CellResult]:
+def static_default_from_sweep(cells: Sequence[CellResult], setups: Mapping[str, PlantSetup]) -> list[CellResult]:
     """``static-default`` cells aliased from the sweep cell with each plant's default cap.
 
     The simulator is deterministic for a seed, so re-running the same cap would give the

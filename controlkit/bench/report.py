@@ -104,13 +104,25 @@ def _setup_section(results: BenchResults) -> list[str]:
     lines += ["### How the controllers and BCA were obtained", ""]
     for plant in g.plants:
         s = results.setups[plant]
+        if "prepare_error" in s.notes:
+            lines.append(f"- `{plant}`: **not prepared**: {s.notes['prepare_error']}")
+            continue
         ident = s.notes.get("identification")
         if ident:
-            lines.append(
-                f"- `{plant}`: identified from a simulated step log (`{ident.get('workload')}`, "
-                f"{ident.get('requests')} requests, static default cap) → "
-                f"`{ident.get('summary', {})}`."
+            summary = dict(ident.get("summary", {}))
+            slope = summary.get("slope_interval_")
+            slope_text = (
+                f"slope interval [{slope[0]:.3g}, {slope[1]:.3g}] s/seq"
+                if isinstance(slope, list) and len(slope) == 2
+                else "no slope interval"
             )
+            lines.append(
+                f"- `{plant}`: model identified from the {ident.get('logs', 'step log')} of a simulated "
+                f"run (`{ident.get('workload')}`, {ident.get('requests')} requests, static default cap): "
+                f"{slope_text}, {summary.get('n_samples_fit_', '?')} steps fitted."
+            )
+        else:
+            lines.append(f"- `{plant}`:")
         for c, d in dict(s.notes.get("designs", {})).items():
             tag = " **(uncertified: written with --allow-uncertified)**" if d.get("uncertified") else ""
             lines.append(f"  - `{c}` designed with `controlkit design`{tag}.")
@@ -178,9 +190,7 @@ def _non_stationary(results: BenchResults) -> list[str]:
     pols = _main_policies(results)
     ratios = {p: pair_ratios(results, p, BEST_STATIC, non_stationary_only=True) for p in pols}
     keys = [(pl, w) for pl in results.grid.plants for w in ns]
-    rows = [
-        [f"`{pl}`", f"`{w}`", *[fmt_ratio(ratios[p].get((pl, w), math.nan)) for p in pols]] for pl, w in keys
-    ]
+    rows = [[f"`{pl}`", f"`{w}`", *[fmt_ratio(ratios[p].get((pl, w), math.nan)) for p in pols]] for pl, w in keys]
     return [
         "## Non-stationary workloads: goodput against the best static in hindsight",
         "",
@@ -202,9 +212,7 @@ def _full_tables(results: BenchResults) -> list[str]:
     loads = results.grid.loads
     for plant in results.grid.plants:
         for workload in results.grid.workloads:
-            lines.append(
-                f"### `{plant}` × `{workload}`" + (" (non-stationary)" if is_non_stationary(workload) else "")
-            )
+            lines.append(f"### `{plant}` × `{workload}`" + (" (non-stationary)" if is_non_stationary(workload) else ""))
             lines.append("")
             caps = {p: capacities(results, p).get((plant, workload)) for p in pols}
             rows = []
@@ -233,9 +241,7 @@ def _failures(results: BenchResults) -> list[str]:
         return [*lines, "None: every cell ran.", ""]
     groups: dict[str, list[str]] = {}
     for c in failed:
-        groups.setdefault(c.error, []).append(
-            f"{c.task.policy} @ {c.task.plant} × {c.task.workload} × {c.task.load:g}"
-        )
+        groups.setdefault(c.error, []).append(f"{c.task.policy} @ {c.task.plant} × {c.task.workload} × {c.task.load:g}")
     for err, where in groups.items():
         more = f" and {len(where) - 5} more" if len(where) > 5 else ""
         lines.append(f"- `{err[:300]}`: {'; '.join(where[:5])}{more}")
@@ -254,13 +260,10 @@ def render_markdown(results: BenchResults, *, image_paths: Sequence[str] = ()) -
     if results.command:
         head += ["```", results.command, "```", ""]
     n_sim = sum(
-        1
-        for c in results.cells
-        if c.task.policy != BEST_STATIC and not (c.task.policy == STATIC_DEFAULT and c.chosen)
+        1 for c in results.cells if c.task.policy != BEST_STATIC and not (c.task.policy == STATIC_DEFAULT and c.chosen)
     )
     head += [
-        f"{n_sim} simulated cells ({len(results.failures)} failed) in {results.wall_s:.0f} s "
-        f"({results.executor}).",
+        f"{n_sim} simulated cells ({len(results.failures)} failed) in {results.wall_s:.0f} s ({results.executor}).",
         "",
     ]
     body = [*_headline(results), *_non_stationary(results)]
@@ -300,9 +303,7 @@ def write_plots(results: BenchResults, img_dir: Path) -> list[Path]:
             ax = axes[i][j]
             for p in pols:
                 ys = [
-                    table[(plant, workload, x, p)].goodput_req_s
-                    if (plant, workload, x, p) in table
-                    else math.nan
+                    table[(plant, workload, x, p)].goodput_req_s if (plant, workload, x, p) in table else math.nan
                     for x in loads
                 ]
                 hi = p in _HIGHLIGHT

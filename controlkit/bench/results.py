@@ -174,7 +174,7 @@ class BenchResults:
         ]
         return cls(
             grid=BenchGrid(**g),
-            setups={k: PlantSetup(**v) for k, v in doc["setups"].items()},
+            setups={k: PlantSetup(**_none_to_nan(v)) for k, v in doc["setups"].items()},
             cells=cells,
             wall_s=float(doc["wall_s"]),
             executor=str(doc["executor"]),
@@ -194,6 +194,14 @@ class BenchResults:
         except (OSError, json.JSONDecodeError) as exc:
             raise ControlkitError(f"{path}: cannot read benchmark results: {exc}") from exc
         return cls.from_dict(doc)
+
+
+def _none_to_nan(setup: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(setup)
+    for key in ("tpot_slo_s", "ttft_slo_s", "batch1_step_s"):
+        if out.get(key) is None:
+            out[key] = math.nan
+    return out
 
 
 def _nan_to_none(obj: Any) -> Any:

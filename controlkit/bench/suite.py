@@ -118,9 +118,7 @@ def run_bench(
         TaskOutcome(None, t.error) if t.error else next(done) for t in tasks
     ]
     cells = [
-        CellResult(
-            task, dict(o.value) if o.ok and o.value is not None else {}, o.error, o.traceback_tail, o.wall_s
-        )
+        CellResult(task, dict(o.value) if o.ok and o.value is not None else {}, o.error, o.traceback_tail, o.wall_s)
         for task, o in zip(tasks, outcomes, strict=True)
     ]
     derived = static_default_from_sweep(cells, setups)

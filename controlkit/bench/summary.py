@@ -177,16 +177,12 @@ def summarize(results: BenchResults) -> list[PolicySummary]:
                 )
                 if has_best
                 else math.nan,
-                goodput_vs_pang=_median(list(pair_ratios(results, policy, PANG).values()))
-                if has_pang
-                else math.nan,
+                goodput_vs_pang=_median(list(pair_ratios(results, policy, PANG).values())) if has_pang else math.nan,
                 attainment_median=_median([c.slo_attainment for c in ok]),
                 feasible_met=sum(1 for c in in_feas if c.slo_attainment >= FEASIBLE_ATTAINMENT),
                 feasible_total=len([k for k in feas if any(c.task.key == k for c in cells)]),
                 capacity_vs_static=_capacity_ratio(results, policy),
-                preemptions_total=float(np.nansum([c.metric("num_preemptions") for c in ok]))
-                if ok
-                else math.nan,
+                preemptions_total=float(np.nansum([c.metric("num_preemptions") for c in ok])) if ok else math.nan,
                 kv_usage_mean=_median([c.metric("kv_usage_mean") for c in ok]),
                 cells_failed=len(cells) - len(ok),
                 cells_total=len(cells),

@@ -66,9 +66,7 @@ class FakeBackend:
         rng = np.random.default_rng([task.seed, cap, int(task.load * 1000)])
         good_cap = 100.0 if not task.workload.startswith("step") else 80.0
         # attainment falls when the cap exceeds the latency-safe batch, and with overload
-        att = max(
-            0.0, min(1.0, 1.0 - 0.004 * max(0.0, cap - good_cap) - 0.5 * max(0.0, task.load - cap / 100.0))
-        )
+        att = max(0.0, min(1.0, 1.0 - 0.004 * max(0.0, cap - good_cap) - 0.5 * max(0.0, task.load - cap / 100.0)))
         att = float(np.clip(att + rng.normal(0, 0.001), 0.0, 1.0))
         rate = 10.0 * task.load
         return {
@@ -209,10 +207,14 @@ def test_goal_rows_report_measured_ratios_for_each_controller() -> None:
 
 def test_expand_cells_marks_unprepared_policies_as_failed_cells() -> None:
     setup = FakeBackend().prepare_plant(("toy-a", GRID))
-    setup = replace(
-        setup, specs={k: v for k, v in setup.specs.items() if k != "pid"}, errors={"mpc": "design refused"}
-    )
+    setup = replace(setup, specs={k: v for k, v in setup.specs.items() if k != "pid"}, errors={"mpc": "design refused"})
     cells = expand_cells(GRID, {"toy-a": setup, "toy-b": setup})
     assert all(c.error == "design refused" for c in cells if c.policy == "mpc")
     assert all("no spec prepared" in c.error for c in cells if c.policy == "pid")
     assert all(c.error == "" for c in cells if c.policy not in ("pid", "mpc"))
+
+
+def test_rich_progress_bar_runs_and_json_goes_into_a_new_folder(tmp_path: Path) -> None:
+    results = _run(replace(GRID, plants=("toy-a",)), progress=True)
+    results.save_json(tmp_path / "new" / "r.json")
+    assert BenchResults.load_json(tmp_path / "new" / "r.json").executor == "serial"
