@@ -163,7 +163,7 @@ class BenchGrid:
     workloads: tuple[str, ...]
     loads: tuple[float, ...]
     policies: tuple[str, ...] = DEFAULT_POLICIES
-    static_caps: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+    static_caps: tuple[int, ...] = (16, 32, 48, 64, 96, 128, 192, 256, 512)
     static_token_budgets: tuple[int, ...] = (512, 2048)
     num_requests: int = 600
     horizon_s: float = 600.0
