@@ -4,17 +4,16 @@ The hook reads its settings from two places; a key in vLLM's ``additional_config
 (``--additional-config '{"controlkit": {...}}'`` or ``LLM(additional_config=...)``) wins
 over the environment variable:
 
-=========================  ==============================  =====================================
-environment variable        ``additional_config`` key       meaning
-=========================  ==============================  =====================================
-``CONTROLKIT_POLICY``       ``controlkit.policy``           policy file path or spec string
-``CONTROLKIT_STEP_LOG``     ``controlkit.step_log``         JSONL step-log path (off when unset)
-``CONTROLKIT_DECIDE_EVERY`` ``controlkit.decide_every``     call the policy every k steps (1)
-``CONTROLKIT_DECIDE_BUDGET_S`` ``controlkit.decide_budget_s`` slow-decision threshold (0.005 s)
-``CONTROLKIT_FALLBACK_MAX_SEQS`` ``controlkit.fallback_max_seqs`` static cap applied on faults
-``CONTROLKIT_STEP_LOG_MAX_BYTES`` ``controlkit.step_log_max_bytes`` rotation size (64 MiB)
-``CONTROLKIT_ENABLE``       (none)                          ``1``: the plugin installs the hook
-=========================  ==============================  =====================================
+* ``CONTROLKIT_POLICY`` / ``controlkit.policy``: policy file path or spec string;
+* ``CONTROLKIT_STEP_LOG`` / ``controlkit.step_log``: JSONL step-log path (off when unset);
+* ``CONTROLKIT_DECIDE_EVERY`` / ``controlkit.decide_every``: call the policy every k steps (1);
+* ``CONTROLKIT_DECIDE_BUDGET_S`` / ``controlkit.decide_budget_s``: slow-decision threshold
+  (0.005 s);
+* ``CONTROLKIT_FALLBACK_MAX_SEQS`` / ``controlkit.fallback_max_seqs``: static cap applied on
+  faults (default: keep the last safe limits);
+* ``CONTROLKIT_STEP_LOG_MAX_BYTES`` / ``controlkit.step_log_max_bytes``: rotation size (64 MiB);
+* ``CONTROLKIT_ENABLE=1`` (environment only): the ``vllm.general_plugins`` entry point
+  installs the hook without ``--scheduler-cls``.
 
 With no policy the hook only observes (and logs steps if a step log is set).
 
