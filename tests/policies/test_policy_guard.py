@@ -135,3 +135,12 @@ def test_docstring_examples_of_the_vllm_free_hook_modules(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_importing_the_adapter_package_does_not_import_vllm() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, policies, policies.vllm, policies.export; assert 'vllm' not in sys.modules, 'vllm imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
