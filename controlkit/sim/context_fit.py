@@ -75,28 +75,29 @@ def steady_context_tokens(ss_rows: pd.DataFrame) -> np.ndarray:
     """Steady-state context tokens held by the running batch, per derived steady-state row."""
     running = ss_rows["mean_running"].fillna(ss_rows["max_num_seqs"]).to_numpy(float)
     kv = ss_rows["kv_usage_median"].to_numpy(float) * ss_rows["num_gpu_blocks"].to_numpy(float) * 16.0
-    return np.maximum(kv - 8.0 * running, running)
+    return np.asarray(np.maximum(kv - 8.0 * running, running), dtype=float)
 
 
 def _drain_intervals(bca: Path, model: str, blocks_by_n: dict[int, int]) -> pd.DataFrame:
     d = _engine_metrics(bca / "background_engine_metrics.csv.gz")
     frames = []
-    for n, r in d[d["model"] == model].groupby("max_num_seqs"):
-        r = r.sort_values("time_s")
+    dm = d[d["model"] == model]
+    for n in sorted(set(dm["max_num_seqs"].astype(int).tolist())):
+        r = dm[dm["max_num_seqs"] == n].sort_values("time_s")
         a, b = r.iloc[:-1].reset_index(drop=True), r.iloc[1:].reset_index(drop=True)
         running = (a["num_requests_running"] + b["num_requests_running"]) / 2.0
         usage = (a["gpu_cache_usage_perc"] + b["gpu_cache_usage_perc"]) / 2.0
         frames.append(
             pd.DataFrame(
                 {
-                    "n": int(n),
+                    "n": n,
                     "dt": b["time_s"] - a["time_s"],
                     "gen": b["generation_tokens_total"] - a["generation_tokens_total"],
                     "prompt": b["prompt_tokens_total"] - a["prompt_tokens_total"],
                     "pre": b["num_preemptions_total"] - a["num_preemptions_total"],
                     "waiting": a["num_requests_waiting"] + b["num_requests_waiting"],
                     "running": running,
-                    "context": usage * blocks_by_n[int(n)] * 16.0 - 8.0 * running,
+                    "context": usage * blocks_by_n[n] * 16.0 - 8.0 * running,
                 }
             )
         )
@@ -142,7 +143,9 @@ def fit_context_cost(
     """
     idx = pd.read_csv(bca / "background_runs_index.csv")
     rows = idx[idx["model"] == model]
-    blocks_by_n = {int(n): int(b) for n, b in zip(rows["max_num_seqs"], rows["num_gpu_blocks"], strict=True)}
+    blocks_by_n = dict(
+        zip(rows["max_num_seqs"].astype(int).tolist(), rows["num_gpu_blocks"].astype(int).tolist(), strict=True)
+    )
     x = _drain_intervals(bca, model, blocks_by_n)
     xs = np.asarray(decode_batch, float)
     table = np.interp(x["running"].to_numpy(float), xs, np.asarray(decode_step_s, float))

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from controlkit.sim.fidelity import bca_workload, replay_bca
+from controlkit.sim.context_fit import fit_context_cost
+from controlkit.sim.fidelity import bca_workload, measured_context_per_seq, replay_bca
+from controlkit.sim.plants import Plant, vllm_h100_plant
 
 
 @pytest.mark.parametrize(
-    ("model", "n"), [("llama-2-7b", 8), ("llama-2-7b", 64), ("llama-2-13b", 32), ("opt-2.7b", 128)]
+    ("model", "n"),
+    [("llama-2-7b", 64), ("llama-2-7b", 256), ("llama-2-13b", 128), ("opt-2.7b", 128), ("opt-1.3b", 256)],
 )
 def test_replay_matches_measured_throughput_and_median_tpot_within_5_percent(
     shared_data: Path, model: str, n: int
@@ -25,8 +28,36 @@ def test_replay_preempts_where_vllm_preempted_and_not_below(shared_data: Path) -
     assert replay_bca("llama-2-13b", 64, data_dir=shared_data).simulated_preemptions == 0
 
 
-def test_replay_workload_matches_the_measured_token_totals(shared_data: Path) -> None:
-    w = bca_workload("llama-2-7b", data_dir=shared_data)
-    assert len(w) == 2000
-    assert w.prompt_tokens.sum() == pytest.approx(225574, rel=0.01)
-    assert w.output_tokens.sum() == pytest.approx(646340, rel=0.01)
+def test_replay_workload_matches_the_measured_token_totals_and_kv_per_request(shared_data: Path) -> None:
+    for model, prompt_total, output_total in [("llama-2-7b", 225574, 646340), ("opt-1.3b", 221292, 583972)]:
+        w = bca_workload(model, data_dir=shared_data)
+        assert len(w) == 2000
+        assert w.prompt_tokens.sum() == pytest.approx(prompt_total, rel=0.01)
+        assert w.output_tokens.sum() == pytest.approx(output_total, rel=0.01)
+        assert (w.prompt_tokens + w.output_tokens).max() <= 2048
+        p, o = w.prompt_tokens.astype(float), w.output_tokens.astype(float)
+        ctx = float((o * (p + o / 2)).sum() / o.sum())
+        assert ctx == pytest.approx(measured_context_per_seq(model, shared_data), rel=0.01)
+
+
+@pytest.mark.parametrize("model", ["opt-2.7b", "llama-2-7b", "llama-2-13b"])
+def test_context_cost_predicts_held_out_drain_steps_better_than_the_table(shared_data: Path, model: str) -> None:
+    plant = vllm_h100_plant(model, shared_data)
+    fit = fit_context_cost(
+        shared_data / "bca_memory_gap", model, plant.decode_batch, plant.decode_step_s, plant.context_ref_tokens
+    )
+    assert fit.num_intervals > 50
+    assert fit.heldout_mape < 0.05 < fit.heldout_mape_table_only
+    # physically: KV bytes per token over an effective bandwidth of 1-3 TB/s
+    kv_bytes = {"opt-2.7b": 2 * 32 * 2560 * 2, "llama-2-7b": 2 * 32 * 4096 * 2, "llama-2-13b": 2 * 40 * 5120 * 2}
+    assert 1e12 < kv_bytes[model] / fit.context_s_per_token < 3e12
+
+
+def test_context_cost_is_charged_on_decode_steps_only() -> None:
+    p = Plant(
+        "toy", (1.0, 9.0), (0.010, 0.018), 0.005, 1e-5, kv_blocks_total=100,
+        context_s_per_token=1e-6, context_ref_tokens=(100.0, 900.0),
+    )  # fmt: skip
+    assert p.step_s(0, 1000, num_context_tokens=50_000) == pytest.approx(0.015)
+    assert p.step_s(1, 0, num_context_tokens=100) == pytest.approx(0.010)
+    assert p.step_s(1, 0, num_context_tokens=1100) == pytest.approx(0.011)
