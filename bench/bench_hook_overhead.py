@@ -7,6 +7,8 @@ the variants in a rotating order (interleaved A/B/C..., so drift and noise hit a
 * ``off``: vLLM's own ``Scheduler.schedule`` / ``update_from_output`` (hook bypassed);
 * ``pid``: the hook with a designed PID policy (``controlkit.design.design_pid``);
 * ``pid+log``: the same, plus the JSONL step log;
+* ``pid@T``: the PID decided at its design sample period (``decide_period_s="auto"``),
+  the other steps only bookkeeping;
 * ``mpc``: the hook with a designed MPC policy, re-solved every step;
 * ``mpc/k``: the MPC amortised: re-solved every ``--mpc-every`` steps.
 
@@ -124,6 +126,9 @@ def measure(model_dir: str, running: int, policies: dict[str, Any], blocks: int,
         if name == "pid":
             runtimes["pid+log"] = HookRuntime(sched, HookConfig(
                 policy=pf, decide_budget_s=1.0, step_log=str(log_dir / f"steps-{running}.jsonl")))
+            # the PID at its design sample period (CONTROLKIT_DECIDE_PERIOD_S=auto)
+            runtimes["pid@T"] = HookRuntime(sched, HookConfig(policy=pf, decide_budget_s=1.0,
+                                                               decide_period_s="auto"))
     names = list(runtimes)
     times: dict[str, list[list[float]]] = {n: [] for n in names}
     hooks: dict[str, list[float]] = {n: [] for n in names}

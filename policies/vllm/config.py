@@ -7,6 +7,8 @@ over the environment variable:
 * ``CONTROLKIT_POLICY`` / ``controlkit.policy``: policy file path or spec string;
 * ``CONTROLKIT_STEP_LOG`` / ``controlkit.step_log``: JSONL step-log path (off when unset);
 * ``CONTROLKIT_DECIDE_EVERY`` / ``controlkit.decide_every``: call the policy every k steps (1);
+* ``CONTROLKIT_DECIDE_PERIOD_S`` / ``controlkit.decide_period_s``: minimum seconds between
+  decisions (0: every step; ``auto``: the policy file's ``sample_period_s``);
 * ``CONTROLKIT_DECIDE_BUDGET_S`` / ``controlkit.decide_budget_s``: slow-decision threshold
   (0.005 s);
 * ``CONTROLKIT_FALLBACK_MAX_SEQS`` / ``controlkit.fallback_max_seqs``: static cap applied on
@@ -51,13 +53,14 @@ def _int(name: str, value: Any, lo: int) -> int:
     return out
 
 
-def _float(name: str, value: Any) -> float:
+def _float(name: str, value: Any, *, zero_ok: bool = False) -> float:
+    what = "seconds >= 0" if zero_ok else "seconds > 0"
     try:
         out = float(value)
     except (TypeError, ValueError):
-        raise PolicyError(f"{name}={value!r} is not a number (expected seconds > 0)") from None
-    if not (math.isfinite(out) and out > 0):
-        raise PolicyError(f"{name}={value!r} is out of range (expected seconds > 0)")
+        raise PolicyError(f"{name}={value!r} is not a number (expected {what})") from None
+    if not (math.isfinite(out) and (out >= 0 if zero_ok else out > 0)):
+        raise PolicyError(f"{name}={value!r} is out of range (expected {what})")
     return out
 
 
@@ -73,6 +76,9 @@ class HookConfig:
         Path of the JSONL step log, or None for no log.
     decide_every
         Call the policy every this many steps (>= 1).
+    decide_period_s
+        Minimum seconds between decisions (0: every step), or ``"auto"``: the policy file's
+        design ``sample_period_s``.
     decide_budget_s
         A decision slower than this (seconds) is a fault.
     fallback_max_seqs
@@ -88,6 +94,7 @@ class HookConfig:
     policy: Any = None
     step_log: str | None = None
     decide_every: int = 1
+    decide_period_s: float | str = 0.0
     decide_budget_s: float = 0.005
     fallback_max_seqs: int | None = None
     step_log_buffer: int = 512
@@ -123,6 +130,9 @@ class HookConfig:
         name, v = get("decide_every")
         if v is not None:
             kwargs["decide_every"] = _int(name, v, 1)
+        name, v = get("decide_period_s")
+        if v is not None:
+            kwargs["decide_period_s"] = "auto" if str(v).strip().lower() == "auto" else _float(name, v, zero_ok=True)
         name, v = get("decide_budget_s")
         if v is not None:
             kwargs["decide_budget_s"] = _float(name, v)

@@ -138,6 +138,10 @@ class PolicyGuard:
         A ``decide`` that takes longer than this (seconds) is a ``slow`` fault.
     max_decide_every
         Upper bound of the decision period after slow faults.
+    decide_period_s
+        Minimum time between decisions (seconds of the guard's clock); 0 decides at every
+        due step.  Set it to the policy's design ``sample_period_s`` when engine steps are
+        much shorter than the period the controller was designed for.
     reload_check_s
         How often (seconds of the guard's clock) to check the policy file's mtime.
     static_fallback
@@ -160,6 +164,7 @@ class PolicyGuard:
         decide_every: int = 1,
         decide_budget_s: float = 0.005,
         max_decide_every: int = 64,
+        decide_period_s: float = 0.0,
         reload_check_s: float = 1.0,
         static_fallback: bool = False,
         clock: Callable[[], float] = time.perf_counter,
@@ -187,6 +192,10 @@ class PolicyGuard:
         self.last_safe = fallback
         self.last_fault = ""
         self._steps = 0
+        if not (math.isfinite(decide_period_s) and decide_period_s >= 0):
+            raise PolicyError(f"decide_period_s must be a finite number >= 0 seconds, got {decide_period_s!r}")
+        self.decide_period_s = float(decide_period_s)
+        self._next_due_s = -math.inf
         self._metric = fault_counter()
         self._mtime_ns = self._stat_mtime()
         self._next_check_s = clock() + reload_check_s
@@ -242,11 +251,34 @@ class PolicyGuard:
             logger.info("controlkit: reloaded policy from %s (reload #%d)", self.path, self.reloads)
         return True
 
-    def decide(self, observation: Observation) -> BatchLimits:
-        """Ask the policy for limits; never raises, always returns limits safe to apply."""
+    def due(self) -> bool:
+        """Count one engine step; return True when the policy should decide at this step.
+
+        A decision is due every ``decide_every`` steps and, with ``decide_period_s``, only
+        once that much time (of the guard's clock) has passed since the last decision.
+        Adapters call this *before* building an observation, so skipped steps cost nothing.
+        """
         self._steps += 1
         if (self._steps - 1) % self.decide_every:
+            return False
+        if self.decide_period_s > 0.0:
+            now = self.clock()
+            if now < self._next_due_s - 1e-9:  # tolerate float rounding of the clock
+                return False
+            self._next_due_s = now + self.decide_period_s
+        return True
+
+    def decide(self, observation: Observation) -> BatchLimits:
+        """Ask the policy for limits if a decision is due (:meth:`due`), else hold the last ones.
+
+        Never raises; always returns limits safe to apply.
+        """
+        if not self.due():
             return self.last_safe
+        return self.decide_now(observation)
+
+    def decide_now(self, observation: Observation) -> BatchLimits:
+        """Ask the policy now (no step gating); never raises."""
         if self.path is not None:
             self.maybe_reload()
         start = self.clock()

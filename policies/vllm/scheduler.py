@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from controlkit.contract import BatchLimits
-from policies.registry import PolicyContext
+from controlkit.policyfile import PolicyFile
+from policies.registry import PolicyContext, resolve_policy_file
 from policies.vllm.config import HookConfig
 from policies.vllm.failsafe import PolicyGuard
 from policies.vllm.observe import StepObserver
@@ -91,6 +93,7 @@ class HookRuntime:
                 min_batched_tokens=self.min_tokens,
                 context=self.context,
                 decide_every=config.decide_every,
+                decide_period_s=self._decide_period_s(config),
                 decide_budget_s=config.decide_budget_s,
                 reload_check_s=config.reload_check_s,
                 static_fallback=config.fallback_max_seqs is not None,
@@ -122,15 +125,23 @@ class HookRuntime:
             )
         self._t_entry_s = 0.0
 
+    @staticmethod
+    def _decide_period_s(config: HookConfig) -> float:
+        if config.decide_period_s != "auto":
+            return float(config.decide_period_s)
+        if isinstance(config.policy, (str, Path, PolicyFile)):
+            return float(resolve_policy_file(config.policy).sample_period_s)
+        return 0.0  # a policy object carries no design period
+
     def before_schedule(self, scheduler: Any) -> None:
         """Decide and apply this step's limits (top of ``schedule()``)."""
         self._t_entry_s = self.observer.clock()
         guard = self.guard
-        if guard is None:
+        if guard is None or not guard.due():
             return
         limits = self.limits
         obs = self.observer.observe(scheduler, limits.max_active_seqs, limits.max_batched_tokens or 0)
-        new = guard.decide(obs)
+        new = guard.decide_now(obs)
         if new is not limits:
             self.limits = new
             scheduler.max_num_active_reqs = new.max_active_seqs

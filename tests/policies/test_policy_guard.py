@@ -144,3 +144,19 @@ def test_importing_the_adapter_package_does_not_import_vllm() -> None:
     code = "import sys, policies, policies.vllm, policies.export; assert 'vllm' not in sys.modules, 'vllm imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_decide_period_spaces_decisions_in_time_and_skips_cost_nothing() -> None:
+    now = [0.0]
+    policy = Replay(*(BatchLimits(c) for c in range(1, 50)))
+    guard = PolicyGuard(policy, fallback=BatchLimits(8), max_seqs_ceiling=64, decide_period_s=0.05,
+                        clock=lambda: now[0], log=False)
+    caps = []
+    for _ in range(20):  # 20 steps of 10 ms: a decision every 5 steps
+        caps.append(guard.decide(OBS).max_active_seqs)
+        now[0] += 0.01
+    assert caps == [1] * 5 + [2] * 5 + [3] * 5 + [4] * 5 and policy.calls == 4
+    assert HookConfig.from_sources({"CONTROLKIT_DECIDE_PERIOD_S": "auto"}).decide_period_s == "auto"
+    assert HookConfig.from_sources({"CONTROLKIT_DECIDE_PERIOD_S": "0"}).decide_period_s == 0.0
+    with pytest.raises(PolicyError, match="seconds >= 0"):
+        HookConfig.from_sources({"CONTROLKIT_DECIDE_PERIOD_S": "-1"})
