@@ -422,7 +422,7 @@ DEFAULT_GRID = BenchGrid(
         "splitwise-a100-tp4:llama2-70b",
     ),
     workloads=("azure-conv", "azure-code", "mooncake", "step:0.5:1.5", "ramp:0.3:1.7"),
-    loads=(0.5, 0.8, 1.0, 1.25),
+    loads=(0.25, 0.5, 0.75, 1.0, 1.25),
 )
 
 #: A tiny grid for tests and CI: one plant, two workloads, two loads, seconds to run.

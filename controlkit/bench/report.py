@@ -325,7 +325,7 @@ def write_plots(results: BenchResults, img_dir: Path) -> list[Path]:
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=7)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     goodput_png = img_dir / "bench_goodput.png"
-    fig.savefig(goodput_png, dpi=90)
+    fig.savefig(goodput_png, dpi=70)
     plt.close(fig)
 
     rows = summarize(results)
