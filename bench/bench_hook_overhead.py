@@ -112,7 +112,7 @@ def measure(model_dir: str, running: int, policies: dict[str, Any], blocks: int,
     from policies.vllm.scheduler import HookRuntime
 
     sched = build_scheduler(model_dir, running)
-    steps_needed = blocks * block_steps * (len(policies) + 2) + 50
+    steps_needed = blocks * block_steps * (len(policies) + 3) + 50  # + off, pid+log, pid@T
     for i in range(running):
         sched.add_request(Request(request_id=f"r{i}", prompt_token_ids=[5] * PROMPT, pooling_params=None,
                                   sampling_params=SamplingParams(max_tokens=min(4000, steps_needed), ignore_eos=True)))
