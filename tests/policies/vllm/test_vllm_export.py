@@ -18,7 +18,7 @@ pytest.importorskip("vllm")
 
 from controlkit.policyfile import PolicyFile
 from identification.errors import ExportError
-from policies.export import HOOK_SCHEDULER_CLS, export_vllm_config, render_vllm_yaml
+from policies.export import HOOK_SCHEDULER_CLS, check_vllm_limits, export_vllm_config, render_vllm_yaml
 
 PARSE_SCRIPT = """
 import json, sys, warnings
@@ -79,27 +79,51 @@ def test_exported_args_and_yaml_are_accepted_by_vllm(tmp_path: Path) -> None:
     _vllm_scheduler_config(yargs, 8192)
 
 
+def _vllm_accepts(seqs: int, tokens: int, active: int, chunked: bool, max_model_len: int) -> bool:
+    from vllm.config import SchedulerConfig
+
+    try:
+        SchedulerConfig(max_num_seqs=seqs, max_num_batched_tokens=tokens, max_num_active_seqs=active,
+                        enable_chunked_prefill=chunked, max_model_len=max_model_len, is_encoder_decoder=False)
+    except ValueError:  # pydantic's ValidationError is a ValueError
+        return False
+    return True
+
+
 @settings(max_examples=80)
 @given(
-    seqs=st.integers(1, 300), tokens=st.integers(1, 4500), active=st.integers(1, 320),
+    seqs=st.integers(-2, 300), tokens=st.integers(-2, 4500), active=st.integers(-2, 320),
     chunked=st.booleans(), max_model_len=st.integers(16, 4096),
 )
 def test_exporter_refuses_exactly_what_vllm_rejects(
     seqs: int, tokens: int, active: int, chunked: bool, max_model_len: int
 ) -> None:
-    from vllm.config import SchedulerConfig
-
-    pf = PolicyFile(kind="static", params={"max_num_seqs": active, "max_num_batched_tokens": tokens,
-                                           "enable_chunked_prefill": chunked}, limits={"b_max": seqs})
     try:
-        export_vllm_config(pf, max_model_len=max_model_len)
+        check_vllm_limits(max_num_seqs=seqs, max_num_batched_tokens=tokens, max_num_active_seqs=active,
+                          enable_chunked_prefill=chunked, max_model_len=max_model_len)
         refused = False
     except ExportError:
         refused = True
+    assert refused == (not _vllm_accepts(seqs, tokens, active, chunked, max_model_len))
+
+
+@settings(max_examples=60)
+@given(
+    cap=st.one_of(st.none(), st.integers(1, 300)), reference=st.one_of(st.none(), st.integers(1, 300)),
+    b_max=st.one_of(st.none(), st.integers(1, 300)), tokens=st.one_of(st.none(), st.integers(1, 4500)),
+    chunked=st.booleans(), max_model_len=st.integers(16, 4096),
+)
+def test_every_exported_config_is_accepted_by_vllm(
+    cap: int | None, reference: int | None, b_max: int | None, tokens: int | None, chunked: bool,
+    max_model_len: int,
+) -> None:
+    params = {k: v for k, v in (("max_num_seqs", cap), ("reference_batch", reference),
+                                ("max_num_batched_tokens", tokens)) if v is not None}
+    pf = PolicyFile(kind="pid", params={**params, "enable_chunked_prefill": chunked},
+                    limits={} if b_max is None else {"b_max": b_max})
     try:
-        SchedulerConfig(max_num_seqs=seqs, max_num_batched_tokens=tokens, max_num_active_seqs=active,
-                        enable_chunked_prefill=chunked, max_model_len=max_model_len, is_encoder_decoder=False)
-        rejected = False
-    except ValueError:  # pydantic's ValidationError is a ValueError
-        rejected = True
-    assert refused == rejected
+        cfg = export_vllm_config(pf, max_model_len=max_model_len)
+    except ExportError:
+        return
+    assert _vllm_accepts(cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.max_num_active_seqs,
+                         cfg.enable_chunked_prefill, max_model_len)
