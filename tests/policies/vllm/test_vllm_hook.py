@@ -14,6 +14,7 @@ pytest.importorskip("vllm")
 
 
 from controlkit.contract import BatchLimits, Observation
+from identification import read_telemetry
 from policies.vllm.config import HookConfig
 
 
@@ -84,6 +85,8 @@ def test_admission_cap_holds_every_step_while_the_plan_changes(
     assert [r["max_active_seqs"] for r in records] == res.caps
     assert [r["num_running"] for r in records] == res.running
     assert all(r["step_s"] >= 0 for r in records)
+    steps = read_telemetry(tmp_path / "steps.jsonl").steps  # t_s never goes backwards, sync or async
+    assert len(steps) == res.steps and (steps["step_s"] >= 0).all()
     tokens = sum(r["num_prefill_tokens"] + r["num_decode_tokens"] for r in records)
     expected = sum(r.num_prompt_tokens + r.max_tokens - 1 for v in arrivals.values() for r in v)
     assert tokens == expected  # every prompt token and every decode step is accounted for
@@ -163,3 +166,15 @@ def test_designed_controllers_run_in_the_real_scheduler(
     assert all(b_min <= c <= 64 for c in res.caps)
     assert all(abs(a - b) <= rate for a, b in itertools.pairwise(res.caps))
     assert all(r <= max(c, b) for r, c, b in zip(res.running, res.caps, res.running_before, strict=True))
+
+
+@pytest.mark.parametrize("async_mode", [False, True])
+def test_make_scheduler_picks_the_subclass_matching_the_engine_mode(async_mode: bool, make_sched: Any) -> None:
+    from policies.vllm import make_scheduler
+    from policies.vllm.scheduler import ControlledAsyncScheduler, ControlledScheduler
+
+    sched = make_sched(make_scheduler, async_scheduling=async_mode,
+                       controlkit=HookConfig(policy="static:max_num_seqs=3"))
+    assert type(sched) is (ControlledAsyncScheduler if async_mode else ControlledScheduler)
+    sched.schedule()
+    assert sched.max_num_active_reqs == 3
