@@ -47,6 +47,9 @@ class Observation:
     waiting_prompt_tokens
         Prompt lengths of waiting requests in queue order (may be truncated; empty when the
         engine does not expose them).
+    waiting_age_s
+        Time each listed waiting request has waited so far (seconds since arrival), in the same
+        order as :attr:`waiting_prompt_tokens`; empty when the engine does not expose it.
     max_active_seqs, max_batched_tokens
         The limits in force during the last step.
     block_size
@@ -68,6 +71,7 @@ class Observation:
     itl_mean_s: float = 0.0
     oldest_wait_s: float = 0.0
     waiting_prompt_tokens: tuple[int, ...] = ()
+    waiting_age_s: tuple[float, ...] = ()
     max_active_seqs: int = 0
     max_batched_tokens: int = 0
     block_size: int = 16
