@@ -52,6 +52,9 @@ class StaticPolicy:
         The per-step token budget, or ``None`` to keep the engine's.
     """
 
+    #: The policy never reads the waiting lists, so engine adapters may leave them empty.
+    needs_waiting_details: ClassVar[bool] = False
+
     def __init__(self, max_active_seqs: int, max_batched_tokens: int | None = None) -> None:
         self._limits = BatchLimits(max_active_seqs, max_batched_tokens)
 

@@ -10,6 +10,9 @@ policy does can stop the engine:
   :func:`time.perf_counter`) is a fault too: its late answer is discarded and the guard
   doubles its decision period (``decide_every``, up to ``max_decide_every`` steps), so the
   engine's per-step cost stays bounded;
+* an ``admission_order`` must index :attr:`Observation.waiting_prompt_tokens` (else an
+  ``invalid`` fault); repeated indices keep their first place; it holds for the step it was
+  decided in only, so the fallback limits never carry one;
 * a policy **file** that changes on disk is **hot-reloaded**: the new file is built and
   validated first, and a bad one keeps the old policy (a ``reload`` fault).
 
@@ -303,7 +306,10 @@ class PolicyGuard:
                     and (ceiling is None or tokens <= ceiling))
             ):
                 if tokens is None:
-                    raw = BatchLimits(cap, self.last_safe.max_batched_tokens, (), frozenset(raw.flags))
+                    last = self.last_safe
+                    if cap == last.max_active_seqs and raw.flags == last.flags:
+                        return last  # unchanged: no new object, the adapter can skip applying it
+                    raw = BatchLimits(cap, last.max_batched_tokens, (), frozenset(raw.flags))
                 self.last_safe = raw
                 return raw
         checked = sanitize_limits(
@@ -312,13 +318,23 @@ class PolicyGuard:
             max_seqs_ceiling=self.max_seqs_ceiling,
             min_batched_tokens=self.min_batched_tokens,
             max_batched_tokens_ceiling=self.max_batched_tokens_ceiling,
+            num_waiting=len(observation.waiting_prompt_tokens),
         )
         if checked.fault:
             return self._fault("invalid", checked.fault)
         limits = checked.limits
-        if limits.max_batched_tokens is None:
+        tokens = limits.max_batched_tokens
+        if tokens is None:
             tokens = self.last_safe.max_batched_tokens
-            limits = BatchLimits(limits.max_active_seqs, tokens, limits.admission_order, limits.flags)
+        order = limits.admission_order
+        if order:
+            # an order is for this step's queue only: the fallback never carries one
+            self.last_safe = BatchLimits(limits.max_active_seqs, tokens, (), limits.flags)
+            if len(set(order)) != len(order):  # a repeated index: keep its first place
+                order = tuple(dict.fromkeys(order))
+            return BatchLimits(limits.max_active_seqs, tokens, order, limits.flags)
+        if limits.max_batched_tokens is None:
+            limits = BatchLimits(limits.max_active_seqs, tokens, (), limits.flags)
         self.last_safe = limits
         return limits
 

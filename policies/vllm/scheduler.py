@@ -12,7 +12,14 @@ and a :class:`ControlledScheduler` otherwise.  Each step the hook
    ``[1, the value the scheduler started with]``) and ``max_num_scheduled_tokens`` (the
    token budget, within ``[min(start value, max_num_seqs), start value]``, and left alone
    when chunked prefill is off, since a smaller budget would then starve long prompts);
-4. after ``update_from_output()`` closes the step, appends a step record to the step log.
+4. reorders vLLM's FCFS waiting queue when the policy returns an ``admission_order``
+   (:meth:`HookRuntime.apply_admission_order`; ignored with priority scheduling);
+5. after ``update_from_output()`` closes the step, appends a step record to the step log.
+
+The waiting lists of the observation (``waiting_prompt_tokens``, ``waiting_age_s``) cost a
+pass over up to 32 requests; a policy whose class sets ``needs_waiting_details = False``
+gets them empty (policies without the attribute get them; a policy that leaves them out
+must not return an ``admission_order``, which would index an empty list and be a fault).
 
 This module imports vLLM; :mod:`policies.vllm` itself does not.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +38,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from controlkit.contract import BatchLimits
 from controlkit.policyfile import PolicyFile
 from policies.registry import PolicyContext, resolve_policy_file
+from policies.vllm.admission import reorder_head
 from policies.vllm.config import HookConfig
 from policies.vllm.failsafe import PolicyGuard
 from policies.vllm.observe import StepObserver
@@ -124,6 +133,11 @@ class HookRuntime:
                 backups=config.step_log_backups,
             )
         self._t_entry_s = 0.0
+        self._policy: object = None
+        self._waiting_details = True
+        #: Admission orders applied to / ignored by vLLM's waiting queue.
+        self.orders_applied = 0
+        self.orders_ignored = 0
 
     @staticmethod
     def _decide_period_s(config: HookConfig) -> float:
@@ -139,14 +153,52 @@ class HookRuntime:
         guard = self.guard
         if guard is None or not guard.due():
             return
+        policy = guard.policy
+        if policy is not self._policy:  # first decision, or a hot reload swapped the policy
+            self._policy = policy
+            self._waiting_details = bool(getattr(policy, "needs_waiting_details", True))
         limits = self.limits
-        obs = self.observer.observe(scheduler, limits.max_active_seqs, limits.max_batched_tokens or 0)
+        obs = self.observer.observe(
+            scheduler, limits.max_active_seqs, limits.max_batched_tokens or 0,
+            waiting_details=self._waiting_details,
+        )
         new = guard.decide_now(obs)
         if new is not limits:
             self.limits = new
             scheduler.max_num_active_reqs = new.max_active_seqs
             if self.chunked_prefill and new.max_batched_tokens is not None:
                 scheduler.max_num_scheduled_tokens = new.max_batched_tokens
+            if new.admission_order:
+                self.apply_admission_order(scheduler.waiting, new.admission_order)
+
+    def apply_admission_order(self, queue: Any, order: tuple[int, ...]) -> bool:
+        """Move the listed waiting requests to the head of ``queue`` in ``order``; True if moved.
+
+        ``order`` holds distinct indices into this step's observation's
+        ``waiting_prompt_tokens``, i.e. into the first :data:`~policies.vllm.observe.WAITING_PEEK`
+        requests of vLLM's FCFS ``waiting`` queue (already validated by the guard).  Those
+        requests go first, in that order; every other request keeps its relative order, and
+        none is added or lost.  Costs O(largest index), and nothing for an identity order.
+        The requests in ``kv_holding_waiting`` are untouched (vLLM drains them first anyway).
+
+        Only vLLM's FCFS queue (a ``deque``) is reordered: with ``--scheduling-policy
+        priority`` the queue is a heap ordered by (priority, arrival), and the order is ignored
+        (logged once, counted in :attr:`orders_ignored`).
+        """
+        if not isinstance(queue, deque):
+            if any(i != j for j, i in enumerate(order)):
+                self.orders_ignored += 1
+                if self.orders_ignored == 1:
+                    logger.info("controlkit: admission_order ignored: vLLM's %s keeps its own order "
+                                "(only the FCFS queue is reordered)", type(queue).__name__)
+            return False
+        try:
+            moved = reorder_head(queue, order)
+        except ValueError:  # the guard validated it against this very queue: cannot happen
+            self.orders_ignored += 1
+            return False
+        self.orders_applied += moved
+        return moved
 
     def after_schedule(self, scheduler: Any, output: Any) -> None:
         """Snapshot the step just scheduled."""
