@@ -20,7 +20,7 @@ from controlkit.policyfile import PolicyFile
 from controlkit.tuning import robust_tune, simc_tune
 from identification.errors import InfeasibleSpecError, UncertifiedError
 
-__all__ = ["Design", "design_mpc", "design_optimal", "design_pid", "mpc_claims"]
+__all__ = ["Design", "design_mpc", "design_optimal", "design_pid", "guard_params", "mpc_claims"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,15 @@ class Design:
             uncertified=not self.certificate.holds,
             meta=self.meta,
         )
+
+
+def guard_params(plant: DesignPlant) -> dict[str, float]:
+    """Workload numbers the runtime's admission guard needs (:mod:`controlkit.admission`)."""
+    return {
+        "output_tokens_mean": plant.output_tokens_mean if plant.output_tokens_mean > 0 else 256.0,
+        "kv_headroom": plant.kv_headroom,
+        "prefill_s_per_token": plant.prefill_s_per_token,
+    }
 
 
 def _slos(tpot_slo_s: float, ttft_slo_s: float | None) -> dict[str, float]:
@@ -115,6 +124,7 @@ def design_pid(
         "reference_batch": op.batch,
         "max_batched_tokens": op.max_batched_tokens,
         "tuning": method,
+        "guard": guard_params(plant),
     }
     limits = {
         "b_min": p.b_min,
@@ -148,6 +158,7 @@ def design_optimal(plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | No
         "max_num_seqs": op.batch,
         "max_batched_tokens": op.max_batched_tokens,
         "operating_point": op.to_dict(),
+        "guard": guard_params(plant),
     }
     limits = {"b_min": plant.b_min, "b_max": plant.b_max, "max_batched_tokens": op.max_batched_tokens}
     return Design(
@@ -215,6 +226,7 @@ def design_mpc(
         "reference_batch": op.batch,
         "budgets": sorted({max(op.batch, b_ref // 2), b_ref, 2 * b_ref}),
         "every_k": 1,
+        "guard": guard_params(plant),
     }
     limits = {
         "b_min": plant.b_min,

@@ -33,7 +33,55 @@ from typing import Any
 from controlkit.plant import DesignPlant
 from identification.errors import InfeasibleSpecError
 
-__all__ = ["OperatingPoint", "operating_point"]
+__all__ = ["MIN_TOKEN_BUDGET", "OperatingPoint", "operating_point", "prefill_load_s_per_seq", "token_budget"]
+
+#: Smallest per-step token budget the designs use (vLLM's default for online serving).
+MIN_TOKEN_BUDGET = 2048
+
+
+def prefill_load_s_per_seq(plant: DesignPlant) -> float:
+    """Mean prefill seconds per step per running sequence at saturation: ``c_p * P / L_out``.
+
+    A running batch of ``b`` completes ``b / L_out`` requests per step, and admits as many, whose
+    prompts (``P`` tokens each) cost ``c_p`` seconds per token however they are chunked.
+    """
+    if plant.output_tokens_mean <= 0 or plant.prompt_tokens_mean <= 0:
+        return 0.0
+    return plant.prefill_s_per_token * plant.prompt_tokens_mean / plant.output_tokens_mean
+
+
+def token_budget(
+    plant: DesignPlant,
+    batch: int,
+    *,
+    max_tokens_ceiling: int = 16384,
+    step_cap_s: float | None = None,
+    confidence: str = "upper",
+) -> int:
+    """Return the per-step token budget: room for the decodes plus a typical prompt in one step.
+
+    The TPOT SLO is on each request's *mean* inter-token time, and chunking conserves prefill
+    work, so a small budget barely lowers mean TPOT while it multiplies TTFT (a prompt takes
+    ``P / (budget - b)`` steps) and caps the admission rate.  The budget is therefore
+    ``b + max(MIN_TOKEN_BUDGET, 2 P)``, clipped to ``max_tokens_ceiling``; only a per-step
+    latency cap ``step_cap_s`` (an ITL constraint) lowers it, to
+    ``b + (step_cap_s - y_up(b)) / c_p`` (at least ``b + 1``).
+
+    Examples
+    --------
+    >>> from controlkit.plant import DesignPlant
+    >>> p = DesignPlant(sample_period_s=0.04, intercept_s=0.02, k_min=1e-4, k_nom=1.2e-4, k_max=1.5e-4,
+    ...                 b_min=1, b_max=512, kv_capacity_blocks=8000, block_size=16, tokens_per_seq=600,
+    ...                 prompt_tokens_mean=1500, prefill_s_per_token=5e-5)
+    >>> token_budget(p, 100), token_budget(p, 100, step_cap_s=0.06)
+    (3100, 600)
+    """
+    budget = batch + max(MIN_TOKEN_BUDGET, math.ceil(2.0 * plant.prompt_tokens_mean))
+    if step_cap_s is not None and plant.prefill_s_per_token > 0:
+        k = plant.k_max if confidence == "upper" else plant.k_nom
+        room = math.floor(max(0.0, step_cap_s - plant.intercept_s - k * batch) / plant.prefill_s_per_token + 1e-9)
+        budget = min(budget, batch + max(room, 1))
+    return int(min(budget, max(max_tokens_ceiling, batch + 1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +112,7 @@ def operating_point(
     *,
     confidence: str = "upper",
     max_tokens_ceiling: int = 16384,
-    prefill_chunk_tokens: int | None = None,
+    step_cap_s: float | None = None,
 ) -> OperatingPoint:
     """Return the goodput-maximising steady state (see module docstring).
 
@@ -92,24 +140,16 @@ def operating_point(
             f"{plant.tokens_per_seq:.0f} tokens with {plant.kv_headroom:g} headroom, "
             f"below b_min={plant.b_min}"
         )
-    chunk = (
-        prefill_chunk_tokens
-        if prefill_chunk_tokens is not None
-        else int(min(plant.prompt_tokens_mean, 512) if plant.prompt_tokens_mean > 0 else 256)
-    )
-    reserve = plant.prefill_s_per_token * chunk  # room for one prefill chunk per step
-    b_tpot = math.floor((tpot_slo_s - plant.intercept_s - reserve) / k + 1e-9)
-    if b_tpot < plant.b_min:
-        b_tpot = math.floor((tpot_slo_s - plant.intercept_s) / k + 1e-9)
+    # steady state at saturation: each step admits b / L_out requests on average, so the mean
+    # step carries c_p * P * b / L_out seconds of prefill -- whatever the chunking (prefill work
+    # is conserved) -- and the mean step time is affine in b with the effective slope k_eff
+    k_eff = k + prefill_load_s_per_seq(plant)
+    b_tpot = math.floor((tpot_slo_s - plant.intercept_s) / k_eff + 1e-9)
     cands = {"tpot_slo": b_tpot, "kv_capacity": plant.memory_max_batch, "b_max": plant.b_max}
     binding = min(cands, key=lambda name: cands[name])
     b = max(plant.b_min, min(cands.values()))
-    y = plant.intercept_s + k * b
-    if plant.prefill_s_per_token > 0:
-        extra = math.floor(max(0.0, tpot_slo_s - y) / plant.prefill_s_per_token)
-    else:
-        extra = max_tokens_ceiling
-    budget = int(min(max(b + extra, b, 1), max(max_tokens_ceiling, b)))
+    y = plant.intercept_s + k_eff * b
+    budget = token_budget(plant, b, max_tokens_ceiling=max_tokens_ceiling, step_cap_s=step_cap_s, confidence=confidence)
     thr = b / y
     ttft, goodput = math.nan, math.nan
     lam, l_out = plant.arrival_rate_per_s, plant.output_tokens_mean

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from controlkit.admission import AdmissionGuard, AdmissionPlan
 from controlkit.backlog import SloSupervisor
 from controlkit.certify.loop import ControllerSpec
 from controlkit.contract import BatchLimits, Observation
@@ -35,8 +36,33 @@ def _bounds(pf: PolicyFile, ctx: PolicyContext) -> tuple[int, int]:
     return b_min, b_max
 
 
-def _ttft_pressure(obs: Observation) -> float:
+def _ttft_pressure(obs: Observation, plan: AdmissionPlan) -> float:
+    """TTFT pressure the cap can act on: the oldest *live* waiting request when ages are known."""
+    if obs.waiting_age_s:
+        return plan.ttft_pressure_s
     return max([obs.oldest_wait_s, *obs.ttft_s]) if (obs.ttft_s or obs.oldest_wait_s) else 0.0
+
+
+def _guard(pf: PolicyFile, b_min: int) -> AdmissionGuard:
+    """Build the online memory guard + deadline order from the policy file's workload numbers."""
+    g = pf.params.get("guard", {})
+    if not isinstance(g, dict):
+        raise PolicyError(f"{pf.kind} policy: params.guard must be a mapping, got {type(g).__name__}")
+    ttft = pf.slos.get("ttft_s")
+    try:
+        return AdmissionGuard(
+            ttft_slo_s=None if ttft is None else float(ttft),
+            output_tokens_mean=float(g.get("output_tokens_mean", 256.0)),
+            kv_headroom=float(g.get("kv_headroom", 0.05)),
+            prefill_s_per_token=float(g.get("prefill_s_per_token", 0.0)),
+            b_min=b_min,
+        )
+    except (TypeError, ValueError) as exc:
+        raise PolicyError(f"{pf.kind} policy: params.guard is malformed ({exc})") from None
+
+
+def _limits(plan: AdmissionPlan, tokens: Any, flags: frozenset[str] = frozenset()) -> BatchLimits:
+    return BatchLimits(plan.cap, tokens, plan.order, plan.flags | flags)
 
 
 class PIDPolicy:
@@ -62,11 +88,14 @@ class PIDPolicy:
         self.measurement = str(p.get("measurement", "step"))
         self.tokens = p.get("max_batched_tokens")
         self.start = min(max(int(p.get("reference_batch", self.b_min)), self.b_min), self.b_max)
+        self.guard = _guard(pf, self.b_min)
         self.reset()
 
     def reset(self) -> None:
         """Back to the reference batch, normal mode."""
         self.supervisor.reset()
+        self.guard.reset()
+        self._pressure = 0.0
         self.pid = make_pid(
             self.ctrl, self.supervisor.setpoint_for("normal"), self.b_min, self.b_max, self.start
         )
@@ -77,31 +106,38 @@ class PIDPolicy:
         try:
             y = observation.itl_mean_s if self.measurement == "itl" else observation.last_step_s
             if not (math.isfinite(y) and y > 0):
-                return BatchLimits(
-                    self._last.max_active_seqs, self.tokens, flags=frozenset({"no_measurement"})
-                )
-            state = self.supervisor.update(_ttft_pressure(observation))
+                plan = self.guard.plan(observation, self.pid.output)
+                return _limits(plan, self.tokens, frozenset({"no_measurement"}))
+            # the order's live pressure at the last cap moves the setpoint (one decision late)
+            state = self.supervisor.update(self._pressure)
             self.pid.setpoint = state.setpoint_s
             cap = self.pid.step(y, self.ctrl.sample_period_s)
-            self._last = BatchLimits(cap, self.tokens, flags=state.flags | {f"mode_{state.mode}"})
+            plan = self.guard.plan(observation, cap)
+            self._pressure = _ttft_pressure(observation, plan)
+            self._last = _limits(plan, self.tokens, state.flags | {f"mode_{state.mode}"})
             return self._last
         except Exception:  # never raise into the engine
-            return BatchLimits(self._last.max_active_seqs, self.tokens, flags=frozenset({"policy_fault"}))
+            return BatchLimits(self.pid.output, self.tokens, flags=frozenset({"policy_fault"}))
 
 
 class OptimalPolicy:
-    """The static constrained optimum."""
+    """The static constrained optimum, behind the online memory guard and deadline order."""
 
     def __init__(self, pf: PolicyFile, ctx: PolicyContext) -> None:
         self.cap = min(_int(pf.params, "max_num_seqs", "optimal policy params"), max(ctx.max_num_seqs, 1))
         self.tokens = pf.params.get("max_batched_tokens")
+        self.guard = _guard(pf, 1)
 
     def reset(self) -> None:
-        """Stateless."""
+        """Forget the guard's estimates."""
+        self.guard.reset()
 
     def decide(self, observation: Observation) -> BatchLimits:
-        """Return the optimum, always."""
-        return BatchLimits(self.cap, self.tokens)
+        """Return the optimum, lowered by the memory guard, with the deadline order."""
+        try:
+            return _limits(self.guard.plan(observation, self.cap), self.tokens)
+        except Exception:  # never raise into the engine
+            return BatchLimits(self.cap, self.tokens, flags=frozenset({"policy_fault"}))
 
 
 class MPCPolicy:
@@ -130,6 +166,7 @@ class MPCPolicy:
         self.every_k = max(1, int(p.get("every_k", 1)))
         self.start = min(max(int(p.get("reference_batch", self.b_min)), self.b_min), self.mpc.cap_upper)
         self.start_tokens = int(p["budgets"][0])
+        self.guard = _guard(pf, self.b_min)
         self.reset()
 
     def reset(self) -> None:
@@ -139,6 +176,10 @@ class MPCPolicy:
         self._rate = 0.0
         self._prev_t: float | None = None
         self._prev_total = 0
+        self._plan_cap = self.start
+        self._tokens = self.start_tokens
+        self._demoted = 0
+        self.guard.reset()
 
     def decide(self, observation: Observation) -> BatchLimits:
         """Re-solve every ``every_k`` decisions; hold the last solution in between."""
@@ -149,15 +190,20 @@ class MPCPolicy:
                 self._rate += 0.05 * (arrived / (observation.t_s - self._prev_t) - self._rate)
             self._prev_t, self._prev_total = observation.t_s, total
             self._n += 1
-            if (self._n - 1) % self.every_k:
-                return self._last
-            cap, tokens = self.mpc.decide(
-                num_running=observation.num_running,
-                num_waiting=observation.num_waiting,
-                cap=self._last.max_active_seqs,
-                arrivals_per_s=self._rate,
-            )
-            self._last = BatchLimits(cap, tokens)
+            if (self._n - 1) % self.every_k == 0:
+                # only the live queue counts against the TTFT soft constraint: demoted requests
+                # have missed their deadline whatever the cap
+                live = observation.num_waiting - self._demoted
+                cap, tokens = self.mpc.decide(
+                    num_running=observation.num_running,
+                    num_waiting=max(live, 0),
+                    cap=self._plan_cap,
+                    arrivals_per_s=self._rate,
+                )
+                self._plan_cap, self._tokens = cap, tokens
+            plan = self.guard.plan(observation, self._plan_cap)
+            self._demoted = plan.num_demoted
+            self._last = _limits(plan, self._tokens)
             return self._last
         except Exception:  # never raise into the engine
             return BatchLimits(

@@ -183,6 +183,7 @@ def simulate(
     wait_version = 0
     obs_version = -1
     wait_tuple: tuple[int, ...] = ()
+    wait_arr: list[float] = []
     kv_used: list[int] = []
     kv_dt: list[float] = []
     rec: list[tuple[Any, ...]] | None = [] if (record_steps or telemetry is not None) else None
@@ -265,7 +266,10 @@ def simulate(
         # ---- observe, decide, sanitize
         if obs_version != wait_version:
             wait_tuple = tuple(prm[r] + emitted[r] for r in islice(waiting, WAITING_OBS_LIMIT))
+            wait_arr = [arr[r] for r in islice(waiting, WAITING_OBS_LIMIT)]
             obs_version = wait_version
+        # ages of the listed waiting requests (O(listed) per step, only while a queue exists)
+        wait_age = tuple([t - a for a in wait_arr]) if wait_arr else ()
         obs = Observation(
             t,
             len(running),
@@ -282,6 +286,7 @@ def simulate(
             itl,
             (t - arr[waiting[0]]) if waiting else 0.0,
             wait_tuple,
+            wait_age,
             limits.max_active_seqs,
             limits.max_batched_tokens or max_batched_tokens,
             bs,

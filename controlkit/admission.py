@@ -1,0 +1,204 @@
+"""Runtime admission guard shared by the designed controllers: KV-memory cap and deadline order.
+
+The controllers (``pid``, ``optimal``, ``mpc``) decide *how many* requests may run; this
+layer decides, from the same :class:`~controlkit.contract.Observation`, two things they
+cannot see from the step time alone (``docs/theory.md`` §5):
+
+**Online memory guard.**  A running request still grows by its remaining output; a waiting
+request, once admitted, takes its prompt's blocks at once and then grows too.  With ``U``
+blocks in use, ``n`` running requests, expected remaining output ``r`` tokens per request
+(the identified output mean, a memoryless bound) and block size ``s``, the KV the batch will
+grow into after admitting the first ``a`` listed waiting requests (prompts ``P_i``) is
+
+``K(a) = U + n * ceil(r / s) + sum_{i < a} (ceil(P_i / s) + ceil(r / s))``
+
+and the guard admits the largest ``a`` with ``K(a) <= capacity * (1 - headroom)``: the cap
+becomes ``min(cap, n + a)`` (never below ``b_min``; a lower cap never evicts).  When the
+running requests alone are predicted to overflow, nothing is admitted.
+
+**Deadline-aware admission order.**  With one TTFT SLO ``T`` for every request, earliest
+deadline first is first-come first-served -- until the queue is hopeless, when FCFS makes
+*every* request miss.  Each listed waiting request of age ``a_i`` is *live* if it can still
+get its first token in time: ``a_i + j / mu + P_i * c_p <= T``, where ``j`` is the number of
+live requests ahead of it beyond the free slots, ``mu`` the observed completion rate (an EMA;
+the rate at which slots free up) and ``c_p`` the prefill time per token.  Live requests are
+admitted first (FCFS among them), the others after them (FCFS): they are demoted, never
+dropped.  While requests are being demoted the load is infeasible for the TTFT SLO and the
+``infeasible`` flag is raised; it is held for ``dwell_decisions`` decisions after the last
+demotion so that it does not chatter.
+
+Examples
+--------
+>>> from controlkit.contract import Observation
+>>> g = AdmissionGuard(ttft_slo_s=2.0, output_tokens_mean=100, kv_headroom=0.0)
+>>> obs = Observation(0.0, 2, 3, 20, 100, waiting_prompt_tokens=(64, 64, 64),
+...                   waiting_age_s=(5.0, 0.5, 0.1), block_size=16)
+>>> plan = g.plan(obs, cap=8)
+>>> plan.order, plan.cap, sorted(plan.flags)
+((1, 2, 0), 5, ['infeasible', 'memory_guard'])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from controlkit.contract import Observation
+
+__all__ = ["AdmissionGuard", "AdmissionPlan"]
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPlan:
+    """What the guard makes of a controller's cap at one decision.
+
+    Attributes
+    ----------
+    cap
+        The cap to apply: the controller's, lowered by the memory guard.
+    order
+        Admission order (indices into the listed waiting requests); empty for FCFS.
+    flags
+        ``{"infeasible"}`` while the TTFT SLO cannot be met for some requests,
+        ``{"memory_guard"}`` when the memory guard lowered the cap.
+    predicted_kv_blocks
+        ``K(a)`` for the admissions the cap allows (the guard keeps it within
+        ``capacity * (1 - headroom)`` whenever the running requests alone fit).
+    num_demoted
+        Listed waiting requests moved behind the live ones.
+    ttft_pressure_s
+        Age of the oldest *live* waiting request (0 when none): the TTFT pressure the cap can
+        still act on.
+    """
+
+    cap: int
+    order: tuple[int, ...]
+    flags: frozenset[str]
+    predicted_kv_blocks: float
+    num_demoted: int
+    ttft_pressure_s: float
+
+
+class AdmissionGuard:
+    """Online memory guard plus deadline-aware admission order (see module docstring).
+
+    Parameters
+    ----------
+    ttft_slo_s
+        TTFT SLO (seconds); ``None`` disables the deadline order.
+    output_tokens_mean
+        Expected remaining output per request (tokens), the memory guard's growth reserve.
+    kv_headroom
+        Fraction of KV capacity kept free (0 <= headroom < 1).
+    prefill_s_per_token
+        Prefill time per prompt token (seconds), for the live test.
+    b_min
+        Smallest cap ever returned.
+    dwell_decisions
+        Decisions the ``infeasible`` flag is held after the last demotion.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttft_slo_s: float | None,
+        output_tokens_mean: float,
+        kv_headroom: float = 0.05,
+        prefill_s_per_token: float = 0.0,
+        b_min: int = 1,
+        dwell_decisions: int = 50,
+    ) -> None:
+        if not (0.0 <= kv_headroom < 1.0):
+            raise ValueError(f"kv_headroom={kv_headroom!r}: expected 0 <= headroom < 1")
+        self.ttft_slo_s = float(ttft_slo_s) if ttft_slo_s else None
+        self.output_tokens_mean = max(float(output_tokens_mean), 1.0)
+        self.kv_headroom = float(kv_headroom)
+        self.prefill_s_per_token = max(float(prefill_s_per_token), 0.0)
+        self.b_min = max(int(b_min), 1)
+        self.dwell_decisions = max(int(dwell_decisions), 1)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the completion-rate estimate and the flag latch."""
+        self._fin = 0.0
+        self._dt = 0.0
+        self._hold = 0
+
+    @property
+    def completion_rate_per_s(self) -> float:
+        """EMA estimate of the completion rate (requests per second; 0 before any data)."""
+        return self._fin / self._dt if self._dt > 0 else 0.0
+
+    def plan(self, obs: Observation, cap: int) -> AdmissionPlan:
+        """Apply the memory guard and the deadline order to the controller's ``cap``."""
+        if obs.last_step_s > 0 and math.isfinite(obs.last_step_s):
+            self._fin += 0.01 * (obs.num_finished - self._fin)
+            self._dt += 0.01 * (obs.last_step_s - self._dt)
+        prompts = obs.waiting_prompt_tokens
+        order, demoted, pressure = self._order(obs, cap)
+        flags: set[str] = set()
+        if demoted:
+            self._hold = self.dwell_decisions
+        if self._hold > 0:
+            self._hold -= 1
+            flags.add("infeasible")
+        new_cap, kv = self._memory_cap(obs, cap, [prompts[i] for i in order] if order else list(prompts))
+        if new_cap < cap:
+            flags.add("memory_guard")
+        return AdmissionPlan(new_cap, order, frozenset(flags), kv, demoted, pressure)
+
+    # -- deadline order ------------------------------------------------------------------
+    def _order(self, obs: Observation, cap: int) -> tuple[tuple[int, ...], int, float]:
+        ages = obs.waiting_age_s
+        prompts = obs.waiting_prompt_tokens
+        slo = self.ttft_slo_s
+        if slo is None or not ages or len(ages) != len(prompts):
+            return (), 0, obs.oldest_wait_s
+        mu = self.completion_rate_per_s
+        free_slots = max(cap - obs.num_running, 0)
+        live: list[int] = []
+        late: list[int] = []
+        pressure = 0.0
+        for i, (age, p) in enumerate(zip(ages, prompts, strict=True)):
+            ahead = max(len(live) - free_slots, 0)
+            wait = ahead / mu if mu > 0 else 0.0
+            if age + wait + p * self.prefill_s_per_token <= slo:
+                live.append(i)
+                pressure = max(pressure, age)
+            else:
+                late.append(i)
+        if not late:
+            return (), 0, pressure
+        return (*live, *late), len(late), pressure
+
+    # -- memory guard --------------------------------------------------------------------
+    def _memory_cap(self, obs: Observation, cap: int, queue_prompts: list[int]) -> tuple[int, float]:
+        total = obs.kv_blocks_total
+        if total <= 0:
+            return cap, 0.0
+        bs = max(obs.block_size, 1)
+        usable = total * (1.0 - self.kv_headroom)
+        grow = math.ceil(self.output_tokens_mean / bs)
+        n = obs.num_running
+        kv = float(obs.kv_blocks_used + n * grow)
+        admit = 0
+        room = cap - n
+        for p in queue_prompts:
+            if admit >= room:
+                break
+            nxt = kv + math.ceil(p / bs) + grow
+            if nxt > usable:
+                break
+            kv = nxt
+            admit += 1
+        if admit < room and len(queue_prompts) < obs.num_waiting and admit == len(queue_prompts):
+            # unlisted waiting requests: reserve a listed-average prompt for each further admission
+            mean_p = sum(queue_prompts) / len(queue_prompts) if queue_prompts else self.output_tokens_mean
+            per = math.ceil(mean_p / bs) + grow
+            extra = int(max(usable - kv, 0.0) // per) if per > 0 else 0
+            extra = min(extra, room - admit, obs.num_waiting - len(queue_prompts))
+            kv += extra * per
+            admit += extra
+        if not queue_prompts and obs.num_waiting == 0:
+            return cap, kv
+        return max(self.b_min, min(cap, n + admit)), kv
