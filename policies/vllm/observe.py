@@ -104,16 +104,21 @@ class StepObserver:
         Sum the running requests' computed tokens every step (one pass over ``running``,
         about 10 µs at 512 requests); when False, context tokens are reported as unknown
         (``-1`` in step records, ``0`` in observations).
+    records
+        Keep what step records need (KV blocks, counts and limits at ``schedule()``) and
+        return a record from :meth:`on_update`; when False only the observation's inputs are
+        kept (the cheaper path when no step log is written).
     clock, wall_clock
         Monotonic and wall clocks (seconds), injectable for tests.
     """
 
     def __init__(
         self, block_size: int, *, clock: Any = time.monotonic, wall_clock: Any = time.time,
-        context_tokens: bool = True,
+        context_tokens: bool = True, records: bool = True,
     ) -> None:
         self.block_size = block_size
-        self.context_tokens = context_tokens
+        self.context_tokens = context_tokens and records
+        self.records = records
         self.clock = clock
         self.wall_clock = wall_clock
         self.t0_s = clock()
@@ -129,6 +134,9 @@ class StepObserver:
         self.last_finished = 0
         self.last_ttft_s: tuple[float, ...] = ()
         self.last_context_tokens = 0
+        self._scheduler: Any = None
+        self._free_blocks: Any = None
+        self._kv_total = 0
 
     @staticmethod
     def kv_blocks(scheduler: Any) -> tuple[int, int]:
@@ -138,7 +146,8 @@ class StepObserver:
         return total - int(pool.get_num_free_blocks()), total
 
     def observe(
-        self, scheduler: Any, max_active_seqs: int, max_batched_tokens: int, *, waiting_details: bool = True
+        self, scheduler: Any, max_active_seqs: int, max_batched_tokens: int, *, waiting_details: bool = True,
+        now_s: float | None = None,
     ) -> Observation:
         """Build the observation for the decision at the top of ``schedule()``.
 
@@ -148,9 +157,10 @@ class StepObserver:
         minus ``Request.arrival_time``, one clock reading for the whole list).  Requests in
         ``kv_holding_waiting`` (they hold KV blocks and vLLM always admits them first) are
         counted in ``num_waiting`` but not listed.  Without it both lists are empty (saves a
-        pass over up to 32 requests when the policy does not read them).
+        pass over up to 32 requests when the policy does not read them).  ``now_s`` is this
+        observer's ``clock()`` if the caller just read it.
         """
-        now = self.clock()
+        now = self.clock() if now_s is None else now_s
         waiting = scheduler.waiting
         queued = len(waiting)
         num_waiting = queued + len(scheduler.kv_holding_waiting)
@@ -166,7 +176,13 @@ class StepObserver:
                 ages = tuple([wall - a for a in map(_arrival, head)])
                 if min(ages) < 0.0:  # an arrival stamped by a skewed clock
                     ages = tuple(max(0.0, a) for a in ages)
-        used, total = self.kv_blocks(scheduler)
+        if scheduler is not self._scheduler:  # the KV free-block queue lives as long as its scheduler
+            self._scheduler = scheduler
+            pool = scheduler.kv_cache_manager.block_pool
+            self._free_blocks = pool.free_block_queue
+            self._kv_total = int(pool.num_gpu_blocks) - 1
+        total = self._kv_total
+        used = total - self._free_blocks.num_free_blocks
         decode = self.last_decode_tokens
         return make_observation(
             now - self.t0_s, len(scheduler.running), num_waiting, used, total, self.last_prefill_tokens,
@@ -180,31 +196,43 @@ class StepObserver:
     ) -> None:
         """Snapshot what ``schedule()`` just decided (call right after it returns)."""
         nst: dict[str, int] = output.num_scheduled_tokens
-        total_tokens = int(output.total_num_scheduled_tokens)
-        decode = list(nst.values()).count(1)
-        prefilling = [rid for rid, n in nst.items() if n != 1] if decode != len(nst) else []
+        total_tokens = output.total_num_scheduled_tokens
+        scheduled = len(nst)
+        if total_tokens == scheduled:  # every request got one token: pure decode, no list pass
+            decode, prefilling = scheduled, None
+        else:
+            decode = list(nst.values()).count(1)
+            prefilling = [rid for rid, n in nst.items() if n != 1]
         preempted = output.preempted_req_ids
+        pending = self._pending
+        if len(pending) > 16:  # steps that never got an update (aborted engine step)
+            pending.clear()
+        if not self.records:
+            pending[id(output)] = (t_entry_s, total_tokens - decode, decode,
+                                   len(preempted) if preempted else 0, prefilling)
+            return
         used, total = self.kv_blocks(scheduler)
         running = scheduler.running
         context = sum(map(_computed, running)) if self.context_tokens else -1
         num_waiting = len(scheduler.waiting) + len(scheduler.kv_holding_waiting)
-        if len(self._pending) > 16:  # steps that never got an update (aborted engine step)
-            self._pending.clear()
-        self._pending[id(output)] = (
-            t_entry_s, len(running), num_waiting, total_tokens - decode, decode, used, total,
-            len(preempted) if preempted else 0, context, max_active_seqs, max_batched_tokens, prefilling,
+        pending[id(output)] = (
+            t_entry_s, total_tokens - decode, decode, len(preempted) if preempted else 0, prefilling,
+            len(running), num_waiting, used, total, context, max_active_seqs, max_batched_tokens,
         )
 
     def on_update(self, scheduler: Any, output: Any) -> tuple[float | int, ...] | None:
-        """Close the step of ``output``; return its record (``STEP_LOG_FIELDS`` order) or None."""
+        """Close the step of ``output``; return its record (``STEP_LOG_FIELDS`` order) or None.
+
+        None also when the observer keeps no records (``records=False``).
+        """
         snap = self._pending.pop(id(output), None)
         now = self.clock()
         if snap is None:
             self._prev_update_s = now
             return None
-        (t_entry, running, waiting, prefill, decode, used, total, preempted, context,
-         cap, budget, prefilling) = snap
-        start = max(t_entry, self._prev_update_s)
+        t_entry, prefill, decode, preempted, prefilling = snap[:5]
+        prev = self._prev_update_s
+        start = t_entry if t_entry > prev else prev
         step_s = now - start
         self._prev_update_s = now
         ttft: tuple[float, ...] = ()
@@ -224,6 +252,9 @@ class StepObserver:
         self.last_preempted = preempted
         self.last_finished = len(scheduler.finished_req_ids)
         self.last_ttft_s = ttft
+        if len(snap) == 5:
+            return None
+        running, waiting, used, total, context, cap, budget = snap[5:]
         self.last_context_tokens = context
         return (start - self.t0_s, step_s, running, waiting, prefill, decode, used, total, preempted,
                 context, cap, budget)

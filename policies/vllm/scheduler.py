@@ -110,7 +110,9 @@ class HookRuntime:
             logger.info("controlkit: hook active with policy %s (cap ceiling %d, token budget %d)",
                         type(self.guard.policy).__name__, self.cap_ceiling, self.tokens_ceiling)
         # Context tokens cost a pass over the running requests; pay it only for the step log.
-        self.observer = StepObserver(block_size, context_tokens=bool(config.step_log))
+        self.observer = StepObserver(
+            block_size, context_tokens=bool(config.step_log), records=bool(config.step_log)
+        )
         self.step_log: StepLogWriter | None = None
         if config.step_log:
             self.step_log = StepLogWriter(
@@ -149,7 +151,7 @@ class HookRuntime:
 
     def before_schedule(self, scheduler: Any) -> None:
         """Decide and apply this step's limits (top of ``schedule()``)."""
-        self._t_entry_s = self.observer.clock()
+        self._t_entry_s = now_s = self.observer.clock()
         guard = self.guard
         if guard is None or not guard.due():
             return
@@ -160,7 +162,7 @@ class HookRuntime:
         limits = self.limits
         obs = self.observer.observe(
             scheduler, limits.max_active_seqs, limits.max_batched_tokens or 0,
-            waiting_details=self._waiting_details,
+            waiting_details=self._waiting_details, now_s=now_s,
         )
         new = guard.decide_now(obs)
         if new is not limits:
@@ -203,8 +205,8 @@ class HookRuntime:
     def after_schedule(self, scheduler: Any, output: Any) -> None:
         """Snapshot the step just scheduled."""
         self.observer.on_schedule(
-            scheduler, output, self._t_entry_s, int(scheduler.max_num_active_reqs),
-            int(scheduler.max_num_scheduled_tokens),
+            scheduler, output, self._t_entry_s, scheduler.max_num_active_reqs,
+            scheduler.max_num_scheduled_tokens,
         )
 
     def after_update(self, scheduler: Any, output: Any) -> None:
