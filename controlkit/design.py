@@ -92,7 +92,11 @@ def design_pid(
     The sample period becomes the setpoint (one decision per engine step); the cap range is
     ``[b_min, min(b_max, memory-safe batch)]``; gains come from ``method`` (``"robust"`` or
     ``"simc"``) and are scaled down (x0.7, at most 10 times) until the contraction claim
-    holds.  The reference batch of the optimum is stored for the runtime's initial output.
+    holds.  The measurement filter defaults to an EMA with ``alpha = 0.1`` (about 20 steps):
+    TPOT is a per-request mean over many steps, and a fast filter lets the rate limit clip the
+    controller's reaction to isolated prefill-heavy steps, so the *mean* step drifts above the
+    setpoint.  If that EMA cannot be certified, ``alpha`` is doubled (up to 0.5) until it can.
+    The reference batch of the optimum is stored for the runtime's initial output.
     """
     if method not in ("robust", "simc"):
         raise InfeasibleSpecError(f"method={method!r}: expected 'robust' or 'simc'")
@@ -104,17 +108,22 @@ def design_pid(
     p = plant.replace(sample_period_s=setpoint, b_max=cap_hi)
     sp = spec or MarginSpec()
     f = filter or FilterSpec()
-    ctrl = (
-        robust_tune(p, filter=f, spec=sp, rate_limit=rate_limit)
-        if method == "robust"
-        else simc_tune(p, filter=f, rate_limit=rate_limit)
-    )
-    cert = certify_pid(p, ctrl, spec=sp)
-    for _ in range(10):
-        if cert.claim("global_contraction").holds:
-            break
-        ctrl = ctrl.scaled(0.7)
+    while True:
+        ctrl = (
+            robust_tune(p, filter=f, spec=sp, rate_limit=rate_limit)
+            if method == "robust"
+            else simc_tune(p, filter=f, rate_limit=rate_limit)
+        )
         cert = certify_pid(p, ctrl, spec=sp)
+        for _ in range(10):
+            if cert.claim("global_contraction").holds:
+                break
+            ctrl = ctrl.scaled(0.7)
+            cert = certify_pid(p, ctrl, spec=sp)
+        # the smoothest certifiable EMA: a slower filter that cannot be certified is doubled
+        if cert.holds or f.kind != "ema" or f.alpha >= 0.5:
+            break
+        f = FilterSpec("ema", alpha=min(2.0 * f.alpha, 0.5))
     params = {
         "controller": ctrl.to_dict(),
         "setpoint_s": setpoint,
@@ -210,6 +219,7 @@ def design_mpc(
     *,
     rate_limit: int = 8,
     horizon: int = 8,
+    target_fraction: float = 0.9,
 ) -> Design:
     """Receding-horizon control of both knobs (see :mod:`controlkit.mpc`)."""
     op = operating_point(plant, tpot_slo_s, ttft_slo_s)
@@ -226,6 +236,7 @@ def design_mpc(
         "reference_batch": op.batch,
         "budgets": sorted({max(op.batch, b_ref // 2), b_ref, 2 * b_ref}),
         "every_k": 1,
+        "tpot_target_s": target_fraction * tpot_slo_s,
         "guard": guard_params(plant),
     }
     limits = {

@@ -54,7 +54,7 @@ class FilterSpec:
     """
 
     kind: str = "ema"
-    alpha: float = 0.5
+    alpha: float = 0.1
     window: int = 5
     quantile: float = 0.5
 

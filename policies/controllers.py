@@ -160,6 +160,7 @@ class MPCPolicy:
                 budgets=tuple(int(b) for b in p["budgets"]),
                 prefill_s_per_token=float(p.get("prefill_s_per_token", 0)),
                 horizon=int(p.get("horizon", 8)),
+                tpot_target_s=float(p.get("tpot_target_s", 0.0)) or None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PolicyError(f"mpc policy: params are missing or malformed ({exc})") from None
@@ -179,6 +180,7 @@ class MPCPolicy:
         self._plan_cap = self.start
         self._tokens = self.start_tokens
         self._demoted = 0
+        self._bias = 0.0
         self.guard.reset()
 
     def decide(self, observation: Observation) -> BatchLimits:
@@ -190,6 +192,16 @@ class MPCPolicy:
                 self._rate += 0.05 * (arrived / (observation.t_s - self._prev_t) - self._rate)
             self._prev_t, self._prev_total = observation.t_s, total
             self._n += 1
+            y = observation.last_step_s
+            if math.isfinite(y) and y > 0 and observation.num_decode_tokens > 0:
+                # output disturbance: measured minus modelled step (offset-free MPC)
+                m = self.mpc
+                model = (
+                    m.intercept_s
+                    + m.k_max * observation.num_decode_tokens
+                    + m.prefill_s_per_token * observation.num_prefill_tokens
+                )
+                self._bias += 0.02 * (y - model - self._bias)
             if (self._n - 1) % self.every_k == 0:
                 # only the live queue counts against the TTFT soft constraint: demoted requests
                 # have missed their deadline whatever the cap
@@ -199,6 +211,7 @@ class MPCPolicy:
                     num_waiting=max(live, 0),
                     cap=self._plan_cap,
                     arrivals_per_s=self._rate,
+                    step_bias_s=self._bias,
                 )
                 self._plan_cap, self._tokens = cap, tokens
             plan = self.guard.plan(observation, self._plan_cap)
