@@ -14,7 +14,7 @@ from typing import Any
 
 from controlkit.certify import Certificate, Claim, ControllerSpec, MarginSpec, certify_pid, certify_static
 from controlkit.filters import FilterSpec
-from controlkit.optimal import OperatingPoint, operating_point
+from controlkit.optimal import OperatingPoint, operating_point, prefill_load_s_per_seq
 from controlkit.plant import DesignPlant
 from controlkit.policyfile import PolicyFile
 from controlkit.tuning import robust_tune, simc_tune
@@ -146,8 +146,15 @@ def design_pid(
     )
 
 
-def design_optimal(plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | None = None) -> Design:
-    """Design the static constrained optimum (exported as a static config)."""
+def design_optimal(
+    plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | None = None, *, target_fraction: float = 0.9
+) -> Design:
+    """Design the static constrained optimum (exported as a static config).
+
+    The runtime may derate the cap below the optimum when the measured mean step slope exceeds
+    the model's, holding the mean step at ``target_fraction * tpot_slo`` (TPOT headroom for the
+    per-request spread, as the PID's setpoint); it never raises it.
+    """
     op = operating_point(plant, tpot_slo_s, ttft_slo_s)
     extra: tuple[Claim, ...] = ()
     if ttft_slo_s is not None and op.ttft_pred_s == op.ttft_pred_s:
@@ -168,6 +175,12 @@ def design_optimal(plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | No
         "max_batched_tokens": op.max_batched_tokens,
         "operating_point": op.to_dict(),
         "guard": guard_params(plant),
+        # the runtime derates (never raises) the cap when the measured step slope exceeds this model
+        "model": {
+            "intercept_s": plant.intercept_s,
+            "k_eff_s_per_seq": plant.k_max + prefill_load_s_per_seq(plant),
+            "tpot_target_s": target_fraction * tpot_slo_s,
+        },
     }
     limits = {"b_min": plant.b_min, "b_max": plant.b_max, "max_batched_tokens": op.max_batched_tokens}
     return Design(

@@ -17,7 +17,7 @@ Hard constraints (never violated by construction): ``cap`` in ``[b_min, cap_uppe
 
 * TPOT: the *mean* step a request will see stays ``<= tpot_target``.  TPOT is a per-request
   mean over about ``L_out`` steps, so one prefill-heavy step is not a violation: the constraint
-  is on the steady state at the horizon's final batch, ``intercept + d + k_eff n_H`` with
+  is on the steady state the cap allows, ``intercept + d + k_eff max(n_H, cap)`` with
   ``k_eff = k_max + c_p P / L_out``, plus the horizon's admissions beyond the steady rate
   amortised over ``L_out`` steps;
 * TTFT: the queue wait ``q L_out y_ss / cap <= ttft_slo`` (the queue drains at the completion
@@ -89,12 +89,15 @@ class MPCController:
         cap: int,
         arrivals_per_s: float,
         step_bias_s: float = 0.0,
+        slope_excess_s_per_seq: float = 0.0,
     ) -> tuple[int, int]:
         """Return ``(cap, max_batched_tokens)`` for the next step.
 
         ``step_bias_s`` is the estimated output disturbance (measured minus modelled step time,
         e.g. attention over a longer context than identified): added to every predicted step,
-        it makes the loop offset-free.
+        it makes the loop offset-free.  ``slope_excess_s_per_seq`` is the measured mean step slope
+        in excess of ``k_eff`` (a heavier prefill load or longer contexts than identified); it
+        is added to ``k_eff`` in the steady-state (mean step) predictions.
         """
         lo, hi = self.b_min, self.cap_upper
         r = self.rate_limit
@@ -110,6 +113,8 @@ class MPCController:
         bias = float(step_bias_s) if np.isfinite(step_bias_s) else 0.0
         admitted = np.zeros(caps.shape)
         k_eff = self.k_max + self.prefill_s_per_token * self.prompt / self.l_out
+        if np.isfinite(slope_excess_s_per_seq):
+            k_eff += max(float(slope_excess_s_per_seq), 0.0)
         for _ in range(self.horizon):
             room = np.maximum(self._bud - n, 0.0) / self.prompt
             adm = np.minimum(np.minimum(q, room), np.maximum(caps - n * (1.0 - 1.0 / self.l_out), 0.0))
@@ -127,7 +132,9 @@ class MPCController:
         # TPOT is a per-request *mean* over ~L_out steps: the constraint is on the mean step the
         # move leads to -- the steady state at the final batch (its admissions' prefill spread
         # over the request life) plus the horizon's excess admissions amortised over L_out steps
-        steady = self.intercept_s + bias + k_eff * n
+        # the cap is a promise: the batch reaches it whenever the queue refills, so the steady
+        # state is evaluated at the cap (robust), not only at the predicted batch
+        steady = self.intercept_s + bias + k_eff * np.maximum(n, caps)
         excess = np.maximum(admitted - self.horizon * n / self.l_out, 0.0)
         y_mean = steady + self.prefill_s_per_token * self.prompt * excess / self.l_out
         over = np.maximum(y_mean - self.tpot_target_s, 0.0) / self.tpot_slo_s

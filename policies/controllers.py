@@ -96,9 +96,7 @@ class PIDPolicy:
         self.supervisor.reset()
         self.guard.reset()
         self._pressure = 0.0
-        self.pid = make_pid(
-            self.ctrl, self.supervisor.setpoint_for("normal"), self.b_min, self.b_max, self.start
-        )
+        self.pid = make_pid(self.ctrl, self.supervisor.setpoint_for("normal"), self.b_min, self.b_max, self.start)
         self._last = BatchLimits(self.start, self.tokens)
 
     def decide(self, observation: Observation) -> BatchLimits:
@@ -121,21 +119,49 @@ class PIDPolicy:
 
 
 class OptimalPolicy:
-    """The static constrained optimum, behind the online memory guard and deadline order."""
+    """The static constrained optimum, derated online, behind the memory guard and deadline order.
+
+    The cap is the designed optimum ``b*``, lowered (never raised) when the measured mean step
+    slope exceeds the design model's: ``k_hat`` is an EMA of ``(y - intercept) / n`` over steps
+    with ``n`` decodes (it includes the workload's real prefill load and attention over its real
+    context), and the cap is ``min(b*, (tpot_target - intercept) / max(k_eff, k_hat))``.  Since
+    the cap never exceeds ``b*``, the static certificate's claims still hold.
+    """
 
     def __init__(self, pf: PolicyFile, ctx: PolicyContext) -> None:
         self.cap = min(_int(pf.params, "max_num_seqs", "optimal policy params"), max(ctx.max_num_seqs, 1))
         self.tokens = pf.params.get("max_batched_tokens")
         self.guard = _guard(pf, 1)
+        m = pf.params.get("model")
+        try:
+            self.model = (
+                None if m is None else {k: float(m[k]) for k in ("intercept_s", "k_eff_s_per_seq", "tpot_target_s")}
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PolicyError(f"optimal policy: params.model is malformed ({exc})") from None
+        self.reset()
 
     def reset(self) -> None:
-        """Forget the guard's estimates."""
+        """Forget the guard's estimates and the slope disturbance."""
         self.guard.reset()
+        self._k = 0.0
+
+    def _derated(self, obs: Observation) -> int:
+        m = self.model
+        n = obs.num_decode_tokens
+        if m is None:
+            return self.cap
+        if n > 0 and math.isfinite(obs.last_step_s) and obs.last_step_s > 0:
+            # measured mean slope, prefill load and attention over the actual context included
+            self._k += 0.02 * ((obs.last_step_s - m["intercept_s"]) / n - self._k)
+        k = max(m["k_eff_s_per_seq"], self._k)
+        b = math.floor((m["tpot_target_s"] - m["intercept_s"]) / k) if k > 0 else self.cap
+        return max(1, min(self.cap, b))
 
     def decide(self, observation: Observation) -> BatchLimits:
-        """Return the optimum, lowered by the memory guard, with the deadline order."""
+        """Return the (derated) optimum, lowered by the memory guard, with the deadline order."""
         try:
-            return _limits(self.guard.plan(observation, self.cap), self.tokens)
+            return _limits(self.guard.plan(observation, self._derated(observation)), self.tokens)
         except Exception:  # never raise into the engine
             return BatchLimits(self.cap, self.tokens, flags=frozenset({"policy_fault"}))
 
@@ -168,6 +194,8 @@ class MPCPolicy:
         self.start = min(max(int(p.get("reference_batch", self.b_min)), self.b_min), self.mpc.cap_upper)
         self.start_tokens = int(p["budgets"][0])
         self.guard = _guard(pf, self.b_min)
+        m = self.mpc
+        self._k_eff = m.k_max + m.prefill_s_per_token * m.prompt / m.l_out
         self.reset()
 
     def reset(self) -> None:
@@ -180,7 +208,7 @@ class MPCPolicy:
         self._plan_cap = self.start
         self._tokens = self.start_tokens
         self._demoted = 0
-        self._bias = 0.0
+        self._k = 0.0
         self.guard.reset()
 
     def decide(self, observation: Observation) -> BatchLimits:
@@ -193,15 +221,10 @@ class MPCPolicy:
             self._prev_t, self._prev_total = observation.t_s, total
             self._n += 1
             y = observation.last_step_s
-            if math.isfinite(y) and y > 0 and observation.num_decode_tokens > 0:
-                # output disturbance: measured minus modelled step (offset-free MPC)
-                m = self.mpc
-                model = (
-                    m.intercept_s
-                    + m.k_max * observation.num_decode_tokens
-                    + m.prefill_s_per_token * observation.num_prefill_tokens
-                )
-                self._bias += 0.02 * (y - model - self._bias)
+            n_dec = observation.num_decode_tokens
+            if math.isfinite(y) and y > 0 and n_dec > 0:
+                # measured mean step slope (prefill load and real contexts included)
+                self._k += 0.02 * ((y - self.mpc.intercept_s) / n_dec - self._k)
             if (self._n - 1) % self.every_k == 0:
                 # only the live queue counts against the TTFT soft constraint: demoted requests
                 # have missed their deadline whatever the cap
@@ -211,7 +234,7 @@ class MPCPolicy:
                     num_waiting=max(live, 0),
                     cap=self._plan_cap,
                     arrivals_per_s=self._rate,
-                    step_bias_s=self._bias,
+                    slope_excess_s_per_seq=self._k - self._k_eff,
                 )
                 self._plan_cap, self._tokens = cap, tokens
             plan = self.guard.plan(observation, self._plan_cap)
