@@ -5,6 +5,8 @@ requests in pure decode, then blocks of ``--block-steps`` steps are run, cycling
 the variants in a rotating order (interleaved A/B/C..., so drift and noise hit all alike):
 
 * ``off``: vLLM's own ``Scheduler.schedule`` / ``update_from_output`` (hook bypassed);
+* ``static``: the hook with the static policy (the hook's own floor: observation, guard,
+  bookkeeping, a decision that costs next to nothing);
 * ``pid``: the hook with a designed PID policy (``controlkit.design.design_pid``);
 * ``pid+log``: the same, plus the JSONL step log;
 * ``pid@T``: the PID decided at its design sample period (``decide_period_s="auto"``),
@@ -19,7 +21,9 @@ over rounds of block/off-block of the same round, and ``best``, fastest block ov
 ``off`` block (timeit-style, least disturbed by other processes).  On a shared machine those
 A/B ratios carry a few percent of noise, so the hooked variants also time the hook's own
 three calls inside each step (``hook us``, median) and report ``in-step`` =
-1 + hook time / vLLM's step time, which other processes disturb far less.
+1 + hook time / vLLM's step time, which other processes disturb far less.  ``policy us`` is
+the median time inside the policy's ``decide`` (the guard's own timing; 0 on steps without a
+decision), so ``hook us - policy us`` is what the adapter itself costs.
 Policies may be replaced with ``--policy NAME=SPEC``.
 
 Run: ``HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_hook_overhead.py [--running 64 256 512]``
@@ -63,7 +67,8 @@ def designed_policies(ceiling: int, mpc_every: int) -> dict[str, Any]:
     mpc = design_mpc(plant, 0.05, 2.0).to_policy_file()
     doc = mpc.to_dict()
     doc["params"] = {**doc["params"], "every_k": mpc_every}
-    return {"pid": pid, "mpc": mpc, f"mpc/{mpc_every}": PolicyFile.from_dict(doc)}
+    static = PolicyFile.from_dict({**doc, "kind": "static", "params": {"max_num_seqs": ceiling}})
+    return {"static": static, "pid": pid, "mpc": mpc, f"mpc/{mpc_every}": PolicyFile.from_dict(doc)}
 
 
 def build_scheduler(model_dir: str, running: int) -> Any:
@@ -132,6 +137,7 @@ def measure(model_dir: str, running: int, policies: dict[str, Any], blocks: int,
     names = list(runtimes)
     times: dict[str, list[list[float]]] = {n: [] for n in names}
     hooks: dict[str, list[float]] = {n: [] for n in names}
+    decides: dict[str, list[float]] = {n: [] for n in names}
     base_schedule, base_update = Scheduler.schedule, Scheduler.update_from_output
     perf = time.perf_counter
     for b in range(blocks):
@@ -167,6 +173,10 @@ def measure(model_dir: str, running: int, policies: dict[str, Any], blocks: int,
                     rt.after_update(sched, so)
                     t3 = perf()
                     hook_s = (h0 - t0) + (t1 - h1) + (t3 - h2)
+                    guard = rt.guard
+                    if guard is not None:
+                        decides[name].append(guard.last_decide_s)
+                        guard.last_decide_s = 0.0
                 block.append((t1 - t0) + (t3 - t2))
                 hooks[name].append(hook_s)
     assert len(sched.running) == running, "requests finished during the measurement"
@@ -176,6 +186,7 @@ def measure(model_dir: str, running: int, policies: dict[str, Any], blocks: int,
             if rt.guard is not None:
                 assert rt.guard.total_faults == 0, rt.guard.summary()
     times["hook_only"] = [[statistics.median(h)] if h else [0.0] for h in hooks.values()]
+    times["policy_only"] = [[statistics.median(d)] if d else [0.0] for d in decides.values()]
     return times
 
 
@@ -203,26 +214,29 @@ def main(argv: list[str] | None = None) -> int:
             name, _, spec = item.partition("=")
             policies[name] = spec
         times = measure(str(model_dir), running, policies, args.blocks, args.block_steps, work)
-        hook_only = dict(zip([n for n in times if n != "hook_only"], times.pop("hook_only"), strict=True))
+        variants = [n for n in times if n not in ("hook_only", "policy_only")]
+        hook_only = dict(zip(variants, times.pop("hook_only"), strict=True))
+        policy_only = dict(zip(variants, times.pop("policy_only"), strict=True))
         off_blocks = [statistics.median(b) for b in times["off"]]
         off = statistics.median(off_blocks)
         row = {}
         print(f"\nrunning={running}: vLLM alone {off * 1e3:.3f} ms/step (median of block medians; "
               f"{args.blocks} interleaved blocks x {args.block_steps} steps per variant)")
         print(f"  {'variant':10s} {'ms/step':>9s} {'paired':>7s} {'best':>7s} {'extra us':>9s} "
-              f"{'hook us':>8s} {'in-step':>8s}")
+              f"{'hook us':>8s} {'policy us':>9s} {'in-step':>8s}")
         for name, blocks in times.items():
             meds = [statistics.median(b) for b in blocks]
             med = statistics.median(meds)
             # paired: each block against the 'off' block of the same rotation round
             paired = statistics.median(m / o for m, o in zip(meds, off_blocks, strict=True))
             best = min(meds) / min(off_blocks)  # least-disturbed blocks (timeit-style)
-            hook_s = hook_only[name][0]
+            hook_s, policy_s = hook_only[name][0], policy_only[name][0]
             in_step = 1.0 + hook_s / off  # hook time measured inside the same steps, over vLLM's time
             row[name] = {"ms_per_step": med * 1e3, "ratio_paired": paired, "ratio_best": best,
-                         "extra_us": (med - off) * 1e6, "hook_us": hook_s * 1e6, "ratio_in_step": in_step}
+                         "extra_us": (med - off) * 1e6, "hook_us": hook_s * 1e6, "policy_us": policy_s * 1e6,
+                         "ratio_in_step": in_step}
             print(f"  {name:10s} {med * 1e3:9.3f} {paired:7.3f} {best:7.3f} {(med - off) * 1e6:9.1f} "
-                  f"{hook_s * 1e6:8.1f} {in_step:8.3f}")
+                  f"{hook_s * 1e6:8.1f} {policy_s * 1e6:9.1f} {in_step:8.3f}")
         report[str(running)] = row
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

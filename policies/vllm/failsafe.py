@@ -195,6 +195,8 @@ class PolicyGuard:
         self.last_safe = fallback
         self.last_fault = ""
         self._steps = 0
+        #: Duration of the last ``decide`` call (seconds of ``clock``), for overhead accounting.
+        self.last_decide_s = 0.0
         if not (math.isfinite(decide_period_s) and decide_period_s >= 0):
             raise PolicyError(f"decide_period_s must be a finite number >= 0 seconds, got {decide_period_s!r}")
         self.decide_period_s = float(decide_period_s)
@@ -289,7 +291,7 @@ class PolicyGuard:
             raw = self.policy.decide(observation)
         except Exception as exc:  # contain everything the policy may raise
             return self._fault("raised", f"{type(exc).__name__}: {exc}")
-        elapsed = self.clock() - start
+        elapsed = self.last_decide_s = self.clock() - start
         if elapsed > self.decide_budget_s:
             self.decide_every = min(self.max_decide_every, 2 * self.decide_every)
             return self._fault(
