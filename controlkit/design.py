@@ -134,6 +134,12 @@ def design_pid(
         "max_batched_tokens": op.max_batched_tokens,
         "tuning": method,
         "guard": guard_params(plant),
+        # gain-scheduled upper limit from the measured mean step slope (policies.controllers)
+        "model": {
+            "intercept_s": plant.intercept_s,
+            "k_eff_s_per_seq": plant.k_max + prefill_load_s_per_seq(plant),
+            "tpot_target_s": setpoint,
+        },
     }
     limits = {
         "b_min": p.b_min,

@@ -61,6 +61,32 @@ def _guard(pf: PolicyFile, b_min: int) -> AdmissionGuard:
         raise PolicyError(f"{pf.kind} policy: params.guard is malformed ({exc})") from None
 
 
+class _SlopeLimit:
+    """Model-based upper limit on the cap from the *measured* mean step slope.
+
+    ``k_hat`` is an EMA of ``(y - intercept) / n`` over steps with ``n`` decodes: it includes the
+    workload's real prefill load and attention over its real contexts, which the identified
+    model (fitted on another workload) may underestimate.  The limit is the largest batch whose
+    mean step ``intercept + max(k_eff, k_hat) b`` stays at ``target``.
+    """
+
+    def __init__(self, m: Any, where: str) -> None:
+        try:
+            self.intercept_s = float(m["intercept_s"])
+            self.k_eff = float(m["k_eff_s_per_seq"])
+            self.target_s = float(m["tpot_target_s"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PolicyError(f"{where}: params.model is malformed ({exc})") from None
+        self.k_hat = 0.0
+
+    def update(self, obs: Observation) -> int:
+        n = obs.num_decode_tokens
+        if n > 0 and math.isfinite(obs.last_step_s) and obs.last_step_s > 0:
+            self.k_hat += 0.02 * ((obs.last_step_s - self.intercept_s) / n - self.k_hat)
+        k = max(self.k_eff, self.k_hat)
+        return max(1, math.floor((self.target_s - self.intercept_s) / k)) if k > 0 else 1_000_000
+
+
 def _limits(plan: AdmissionPlan, tokens: Any, flags: frozenset[str] = frozenset()) -> BatchLimits:
     return BatchLimits(plan.cap, tokens, plan.order, plan.flags | flags)
 
@@ -89,10 +115,14 @@ class PIDPolicy:
         self.tokens = p.get("max_batched_tokens")
         self.start = min(max(int(p.get("reference_batch", self.b_min)), self.b_min), self.b_max)
         self.guard = _guard(pf, self.b_min)
+        m = p.get("model")
+        self.limit = None if m is None else _SlopeLimit(m, "pid policy")
         self.reset()
 
     def reset(self) -> None:
         """Back to the reference batch, normal mode."""
+        if self.limit is not None:
+            self.limit.k_hat = 0.0
         self.supervisor.reset()
         self.guard.reset()
         self._pressure = 0.0
@@ -109,10 +139,17 @@ class PIDPolicy:
             # the order's live pressure at the last cap moves the setpoint (one decision late)
             state = self.supervisor.update(self._pressure)
             self.pid.setpoint = state.setpoint_s
+            extra = {f"mode_{state.mode}"}
+            if self.limit is not None:
+                # gain-scheduled upper saturation: conditional integration clips the state to it
+                bound = min(max(self.limit.update(observation), self.b_min), self.b_max)
+                self.pid.output_limits = (self.b_min, bound)
+                if bound < self.b_max:
+                    extra.add("model_limit")
             cap = self.pid.step(y, self.ctrl.sample_period_s)
             plan = self.guard.plan(observation, cap)
             self._pressure = _ttft_pressure(observation, plan)
-            self._last = _limits(plan, self.tokens, state.flags | {f"mode_{state.mode}"})
+            self._last = _limits(plan, self.tokens, state.flags | extra)
             return self._last
         except Exception:  # never raise into the engine
             return BatchLimits(self.pid.output, self.tokens, flags=frozenset({"policy_fault"}))
@@ -133,30 +170,17 @@ class OptimalPolicy:
         self.tokens = pf.params.get("max_batched_tokens")
         self.guard = _guard(pf, 1)
         m = pf.params.get("model")
-        try:
-            self.model = (
-                None if m is None else {k: float(m[k]) for k in ("intercept_s", "k_eff_s_per_seq", "tpot_target_s")}
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PolicyError(f"optimal policy: params.model is malformed ({exc})") from None
+        self.model = None if m is None else _SlopeLimit(m, "optimal policy")
         self.reset()
 
     def reset(self) -> None:
-        """Forget the guard's estimates and the slope disturbance."""
+        """Forget the guard's estimates and the measured slope."""
         self.guard.reset()
-        self._k = 0.0
+        if self.model is not None:
+            self.model.k_hat = 0.0
 
     def _derated(self, obs: Observation) -> int:
-        m = self.model
-        n = obs.num_decode_tokens
-        if m is None:
-            return self.cap
-        if n > 0 and math.isfinite(obs.last_step_s) and obs.last_step_s > 0:
-            # measured mean slope, prefill load and attention over the actual context included
-            self._k += 0.02 * ((obs.last_step_s - m["intercept_s"]) / n - self._k)
-        k = max(m["k_eff_s_per_seq"], self._k)
-        b = math.floor((m["tpot_target_s"] - m["intercept_s"]) / k) if k > 0 else self.cap
-        return max(1, min(self.cap, b))
+        return self.cap if self.model is None else min(self.cap, self.model.update(obs))
 
     def decide(self, observation: Observation) -> BatchLimits:
         """Return the (derated) optimum, lowered by the memory guard, with the deadline order."""

@@ -56,8 +56,9 @@ def test_controller_policies_never_raise_and_respect_their_limits(kind, observat
         lim = pol.decide(o)
         assert isinstance(lim, BatchLimits)
         assert 1 <= lim.max_active_seqs <= 200  # memory-safe cap
-        guarded = "memory_guard" in lim.flags
-        # the controller's own output is rate-limited; the memory guard may only lower it
+        guarded = bool({"memory_guard", "model_limit"} & lim.flags)
+        # the controller's own output is rate-limited; the memory guard and the measured-slope
+        # limit may only lower it
         if prev is not None and kind != "optimal" and not guarded and not prev[1]:
             assert abs(lim.max_active_seqs - prev[0]) <= 8
         prev = (lim.max_active_seqs, guarded)
