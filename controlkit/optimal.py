@@ -1,19 +1,20 @@
 """The constrained steady-state optimum: the batch and token budget that maximise goodput.
 
-Throughput ``b / y(b)`` grows with the batch ``b`` for an affine step time, and so does the
-service capacity, so goodput is maximised by the *largest* batch that meets the constraints:
+TPOT is a per-request mean, and prefill work is conserved however it is chunked: a batch of
+``b`` completes (and admits) ``b / L_out`` requests per step, whose prompts cost
+``prefill_s_per_token * P`` each.  The mean step is therefore affine in ``b`` with the
+effective slope ``k_eff = k_conf + prefill_s_per_token * P / L_out`` (``k_conf = k_max`` at
+the default ``confidence="upper"``).  Throughput ``b / y(b)`` and the service capacity grow
+with ``b``, so goodput is maximised by the *largest* batch that meets the constraints:
 
-* TPOT: ``y_up(b) = intercept + k_conf * b <= tpot_slo`` with ``k_conf = k_max`` at the default
-  ``confidence="upper"`` (the point holds for every slope in the identified interval);
+* TPOT: ``intercept + k_eff * b <= tpot_slo``;
 * KV: ``b * blocks_per_seq <= capacity * (1 - headroom)``;
 * actuator range ``[b_min, b_max]``.
 
-The batch leaves room for one prefill chunk per step (``prefill_chunk_tokens``, default
-``min(prompt mean, 512)``) at the TPOT SLO, so admission never starves.  The token budget
-lets a step carry prefill up to the TPOT SLO:
-``max_batched_tokens = b + floor((tpot_slo - y_up(b)) / prefill_s_per_token)``.  TTFT is then
-predicted from the workload (M/M/1-style wait at service rate ``b / (y L_out)`` plus the
-prefill steps) and reported; when it exceeds the TTFT SLO the load is infeasible at this point.
+The token budget is sized for TTFT, not TPOT (:func:`token_budget`).  TTFT is then predicted
+from the workload (M/M/1-style wait at service rate ``b / (y L_out)`` plus the prefill steps)
+and reported; when it exceeds the TTFT SLO the load is infeasible at this point
+(``docs/theory.md`` §6).
 
 Examples
 --------

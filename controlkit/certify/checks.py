@@ -11,7 +11,9 @@
 * ``global_contraction``: a common quadratic Lyapunov function for every vertex of the sector
   model (slope, saturation, rate limit, quantile selector); the rate ``rho`` and the
   quantisation band follow (``docs/theory.md`` §4-§5).
-* ``memory_safety``: ``b_max * blocks_per_seq <= capacity * (1 - headroom)``.
+* ``memory_safety``: ``b_max * blocks_per_seq <= capacity * (1 - headroom)`` at the design
+  workload's tokens per sequence; on other workloads the runtime's online guard
+  (:mod:`controlkit.admission`) holds the predicted KV within the same bound.
 """
 
 from __future__ import annotations
@@ -250,5 +252,7 @@ def memory_claim(plant: DesignPlant, cap_max: int) -> Claim:
         float(usable - need),
         "KV blocks",
         f"cap {cap_max} x {plant.kv_blocks_per_seq} blocks/seq vs {plant.kv_capacity_blocks} blocks "
-        f"x (1 - {plant.kv_headroom:g} headroom); memory-safe cap is {plant.memory_max_batch}",
+        f"x (1 - {plant.kv_headroom:g} headroom); memory-safe cap is {plant.memory_max_batch} "
+        f"at the design workload's {plant.tokens_per_seq:.0f} tokens/seq; at runtime the online guard "
+        "(controlkit.admission) keeps the predicted KV of running growth + admissions within the same bound",
     )
