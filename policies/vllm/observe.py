@@ -29,6 +29,9 @@ Definitions (vLLM has no step timestamps of its own):
   one token per step).
 * ``ttft_s`` holds, for requests whose prefill completed in the last step, the time from
   their arrival (``Request.arrival_time``, wall clock) to the end of that step.
+* ``waiting_age_s`` holds, for the listed head of ``waiting`` (at most :data:`WAITING_PEEK`,
+  the same requests as ``waiting_prompt_tokens``), wall-clock now minus ``arrival_time``
+  (one clock reading; never negative); ``oldest_wait_s`` is the same for the queue's head.
 * KV blocks exclude vLLM's one reserved null block, so ``used / total`` equals vLLM's
   ``kv_cache_usage``.
 """

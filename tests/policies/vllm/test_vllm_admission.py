@@ -193,3 +193,20 @@ def test_policies_that_skip_the_waiting_lists_get_them_empty(make_sched: Any, re
     from policies.static import StaticPolicy
 
     assert StaticPolicy.needs_waiting_details is False
+
+
+def test_priority_queue_keeps_its_own_order(make_sched: Any, request_fn: Any) -> None:
+    from vllm.v1.core.sched.request_queue import PriorityRequestQueue
+
+    from policies.vllm.scheduler import ControlledScheduler
+
+    sched = make_sched(ControlledScheduler, controlkit=HookConfig(policy=Recorder()))
+    queue = PriorityRequestQueue()
+    for i in range(5):
+        queue.add_request(request_fn(f"p{i}", 16, 4))
+    before = [r.request_id for r in queue]
+    hook = sched.controlkit
+    assert hook.apply_admission_order(queue, (0, 1)) is False and hook.orders_ignored == 0  # identity
+    assert hook.apply_admission_order(queue, (3, 0)) is False
+    assert [r.request_id for r in queue] == before and len(queue) == 5
+    assert hook.orders_ignored == 1 and hook.orders_applied == 0
