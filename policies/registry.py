@@ -64,6 +64,7 @@ _KIND_MODULES: tuple[str, ...] = (
     "policies.static",
     "policies.seeds",
     "policies.controllers",
+    "policies.ablation",
 )
 _loaded = False
 

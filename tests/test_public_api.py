@@ -34,7 +34,7 @@ def test_every_policy_kind_named_in_the_docs_is_registered() -> None:
     kinds = set(policies.available_kinds())
     assert {
         "static", "pang-a1", "pang-a2", "pang-a1a2", "trtllm-tuner", "sglang-ratio", "bucketserve", "uellm", "bca",
-        "pid", "optimal", "mpc",
+        "pid", "optimal", "mpc", "static-guard",
     } <= kinds
 
 

@@ -57,6 +57,8 @@ __all__ = [
 STATIC_DEFAULT = "static-default"
 #: Label of the best static cap in hindsight (derived from the static sweep, never simulated).
 BEST_STATIC = "best-static"
+#: Ablation label: the static default cap behind the controllers' admission layer.
+STATIC_GUARD = "guarded-static"
 #: The controlkit controllers; their specs are policy files designed from identified telemetry.
 CONTROLLERS: tuple[str, ...] = ("pid", "optimal", "mpc")
 
@@ -72,6 +74,8 @@ POLICY_TEMPLATES: dict[str, str] = {
     "sglang-ratio": "sglang-ratio",
     "bucketserve": "bucketserve",
     "uellm": "uellm",
+    # ablation: vLLM's default cap behind the controllers' admission layer (memory guard + deadline order)
+    STATIC_GUARD: "static-guard:max_num_seqs={default_cap},ttft_s={ttft_s}",
 }
 
 #: Every policy of DESIGN.md §7, in report order.
@@ -87,6 +91,7 @@ DEFAULT_POLICIES: tuple[str, ...] = (
     "uellm",
     "bca",
     *CONTROLLERS,
+    STATIC_GUARD,
 )
 
 #: Workload names starting with these are non-stationary (load steps and ramps).
