@@ -8,7 +8,9 @@ over the environment variable:
 * ``CONTROLKIT_STEP_LOG`` / ``controlkit.step_log``: JSONL step-log path (off when unset);
 * ``CONTROLKIT_DECIDE_EVERY`` / ``controlkit.decide_every``: call the policy every k steps (1);
 * ``CONTROLKIT_DECIDE_PERIOD_S`` / ``controlkit.decide_period_s``: minimum seconds between
-  decisions (0: every step; ``auto``: the policy file's ``sample_period_s``);
+  decisions (0: every step; ``auto``, the default: a designed controller, i.e. a policy file
+  with a certificate, decides at its design ``sample_period_s``, which is the period its
+  certificate assumes; every other policy decides every step);
 * ``CONTROLKIT_DECIDE_BUDGET_S`` / ``controlkit.decide_budget_s``: slow-decision threshold
   (0.005 s);
 * ``CONTROLKIT_FALLBACK_MAX_SEQS`` / ``controlkit.fallback_max_seqs``: static cap applied on
@@ -77,8 +79,8 @@ class HookConfig:
     decide_every
         Call the policy every this many steps (>= 1).
     decide_period_s
-        Minimum seconds between decisions (0: every step), or ``"auto"``: the policy file's
-        design ``sample_period_s``.
+        Minimum seconds between decisions (0: every step), or ``"auto"`` (the default): a
+        certified policy file's design ``sample_period_s``, every step for anything else.
     decide_budget_s
         A decision slower than this (seconds) is a fault.
     fallback_max_seqs
@@ -94,7 +96,7 @@ class HookConfig:
     policy: Any = None
     step_log: str | None = None
     decide_every: int = 1
-    decide_period_s: float | str = 0.0
+    decide_period_s: float | str = "auto"
     decide_budget_s: float = 0.005
     fallback_max_seqs: int | None = None
     step_log_buffer: int = 512

@@ -37,6 +37,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 
 from controlkit.contract import BatchLimits
 from controlkit.policyfile import PolicyFile
+from identification.errors import PolicyError
 from policies.registry import PolicyContext, resolve_policy_file
 from policies.vllm.admission import reorder_head
 from policies.vllm.config import HookConfig
@@ -146,7 +147,13 @@ class HookRuntime:
         if config.decide_period_s != "auto":
             return float(config.decide_period_s)
         if isinstance(config.policy, (str, Path, PolicyFile)):
-            return float(resolve_policy_file(config.policy).sample_period_s)
+            try:
+                pf = resolve_policy_file(config.policy)
+            except PolicyError:
+                return 0.0  # the guard, built next, reports the bad policy with its own clear error
+            # A designed controller's certificate assumes its sample period; a research policy or
+            # a spec string carries none and is meant to run every step.
+            return float(pf.sample_period_s) if pf.certificate is not None else 0.0
         return 0.0  # a policy object carries no design period
 
     def before_schedule(self, scheduler: Any) -> None:

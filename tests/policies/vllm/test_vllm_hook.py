@@ -154,7 +154,9 @@ def test_designed_controllers_run_in_the_real_scheduler(
     pf = _designed(kind)
     path = tmp_path / f"{kind}.json"
     pf.save(path)
-    sched = make_sched(ControlledScheduler, max_num_seqs=64, controlkit=HookConfig(policy=str(path)))
+    # decide every step here (decide_period_s=0), so that decisions and steps line up one to one
+    sched = make_sched(ControlledScheduler, max_num_seqs=64,
+                       controlkit=HookConfig(policy=str(path), decide_period_s=0.0))
     guard = sched.controlkit.guard
     decide_now, flags = guard.decide_now, []
 
@@ -181,6 +183,21 @@ def test_designed_controllers_run_in_the_real_scheduler(
         if i not in guarded and i + 1 not in guarded
     )
     assert all(r <= max(c, b) for r, c, b in zip(res.running, res.caps, res.running_before, strict=True))
+
+
+def test_by_default_a_certified_controller_decides_at_its_design_sample_period(
+    make_sched: Any, tmp_path: Path
+) -> None:
+    from policies.vllm.scheduler import ControlledScheduler
+
+    pf = _designed("pid")
+    path = tmp_path / "pid.json"
+    pf.save(path)
+    sched = make_sched(ControlledScheduler, max_num_seqs=64, controlkit=HookConfig(policy=str(path)))
+    assert sched.controlkit.guard.decide_period_s == pytest.approx(pf.sample_period_s)
+    # a research policy or spec string carries no design period and decides every step
+    spec = make_sched(ControlledScheduler, max_num_seqs=64, controlkit=HookConfig(policy="pang-a1"))
+    assert spec.controlkit.guard.decide_period_s == 0.0
 
 
 @pytest.mark.parametrize("async_mode", [False, True])
