@@ -72,6 +72,9 @@ def _setup_section(results: BenchResults) -> list[str]:
         f"(and the default), each with the engine's token budget and with "
         f"{', '.join(map(str, g.static_token_budgets)) or 'no other'} tokens per step, "
         "at each operating point, chosen on the result (an oracle, like vLLM's auto_tune).",
+        "- `guarded-static` is an ablation: vLLM's default static cap behind the controllers' shared "
+        "admission layer (online KV-memory guard and deadline-aware admission order, "
+        "`controlkit.admission`), to separate that layer's gain from the feedback law's.",
         "",
     ]
     rows = []
