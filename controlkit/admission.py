@@ -31,11 +31,16 @@ Examples
 --------
 >>> from controlkit.contract import Observation
 >>> g = AdmissionGuard(ttft_slo_s=2.0, output_tokens_mean=100, kv_headroom=0.0)
->>> obs = Observation(0.0, 2, 3, 20, 100, waiting_prompt_tokens=(64, 64, 64),
+>>> obs = Observation(0.0, 2, 3, 20, 50, waiting_prompt_tokens=(64, 64, 64),
 ...                   waiting_age_s=(5.0, 0.5, 0.1), block_size=16)
 >>> plan = g.plan(obs, cap=8)
 >>> plan.order, plan.cap, sorted(plan.flags)
-((1, 2, 0), 5, ['infeasible', 'memory_guard'])
+((1, 2, 0), 3, ['infeasible', 'memory_guard'])
+
+With room for every waiting request the memory does not bind and the cap stands:
+
+>>> g.plan(Observation(0.0, 2, 3, 20, 500, waiting_prompt_tokens=(64, 64, 64), block_size=16), cap=8).cap
+8
 """
 
 from __future__ import annotations
@@ -199,6 +204,8 @@ class AdmissionGuard:
             extra = min(extra, room - admit, obs.num_waiting - len(queue_prompts))
             kv += extra * per
             admit += extra
-        if not queue_prompts and obs.num_waiting == 0:
+        if admit >= min(room, obs.num_waiting):
+            # memory does not bind: every request the cap would admit fits, so the cap stands
+            # (lowering it to n + admit would change nothing now and only make the cap chatter)
             return cap, kv
         return max(self.b_min, min(cap, n + admit)), kv
