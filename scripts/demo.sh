@@ -23,10 +23,10 @@ $CK design out/model.json --tpot-slo-s 0.05 --ttft-slo-s 2 --controller pid -o o
 $CK design out/model.json --tpot-slo-s 0.05 --ttft-slo-s 2 --controller optimal -o out/optimal.json
 
 echo
-echo "== 3. simulate on the measured H100 plant, Azure conversation trace (first 4000 requests), vs vLLM's default"
+echo "== 3. simulate on the measured H100 plant, Azure conversation trace (first 4000 requests, 1.1x its rate), vs vLLM's default and Pang A1+A2"
 for policy in out/pid.json static:max_num_seqs=256 pang-a1a2:sla_s=0.05; do
   name=$(basename "$policy" .json | tr ':=' '__')
-  $CK simulate --plant vllm-h100:llama-2-7b --workload azure-conv --num-requests 4000 --rate-scale 1.5 \
+  $CK simulate --plant vllm-h100:llama-2-7b --workload azure-conv --num-requests 4000 --rate-scale 1.1 \
       --tpot-slo-s 0.05 --ttft-slo-s 2 --policy "$policy" -o "out/sim_$name.json" --plot "out/run_$name.png"
 done
 .venv/bin/python - <<'PY'
