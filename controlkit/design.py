@@ -14,7 +14,7 @@ from typing import Any
 
 from controlkit.certify import Certificate, Claim, ControllerSpec, MarginSpec, certify_pid, certify_static
 from controlkit.filters import FilterSpec
-from controlkit.optimal import OperatingPoint, operating_point, prefill_load_s_per_seq
+from controlkit.optimal import OperatingPoint, operating_point, prefill_load_s_per_seq, ttft_max_rate_per_s
 from controlkit.plant import DesignPlant
 from controlkit.policyfile import PolicyFile
 from controlkit.tuning import robust_tune, simc_tune
@@ -163,16 +163,29 @@ def design_optimal(
     """
     op = operating_point(plant, tpot_slo_s, ttft_slo_s)
     extra: tuple[Claim, ...] = ()
-    if ttft_slo_s is not None and op.ttft_pred_s == op.ttft_pred_s:
+    if ttft_slo_s is not None and plant.output_tokens_mean > 0:
+        # TTFT is a property of the load as much as of the operating point: the claim certifies the
+        # range of arrival rates over which the operating point meets the TTFT SLO (an assumption
+        # on the load, like the slope interval), and says where the identified load lies.  A load
+        # beyond it is overload, which the runtime reports with the "infeasible" flag.
+        lam_max = ttft_max_rate_per_s(plant, op, ttft_slo_s)
+        lam = plant.arrival_rate_per_s
+        where = (
+            "no arrival rate identified"
+            if not lam > 0
+            else f"identified load {lam:.3g} req/s is "
+            + ("within it" if lam <= lam_max else "BEYOND it: overload, flagged 'infeasible' at run time")
+        )
         extra = (
             Claim(
-                "ttft_predicted",
-                op.ttft_feasible,
-                op.ttft_pred_s,
-                ttft_slo_s,
-                ttft_slo_s - op.ttft_pred_s,
-                "s",
-                "queueing prediction at the workload's arrival rate",
+                "ttft_load_range",
+                lam_max > 0,
+                lam_max,
+                0.0,
+                lam_max,
+                "req/s",
+                f"TTFT <= {ttft_slo_s:g} s predicted for arrival rates up to {lam_max:.3g} req/s "
+                f"(queueing at batch {op.batch}); {where}",
             ),
         )
     cert = certify_static(plant, op.batch, tpot_slo_s, extra)

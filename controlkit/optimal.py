@@ -34,7 +34,14 @@ from typing import Any
 from controlkit.plant import DesignPlant
 from identification.errors import InfeasibleSpecError
 
-__all__ = ["MIN_TOKEN_BUDGET", "OperatingPoint", "operating_point", "prefill_load_s_per_seq", "token_budget"]
+__all__ = [
+    "MIN_TOKEN_BUDGET",
+    "OperatingPoint",
+    "operating_point",
+    "prefill_load_s_per_seq",
+    "token_budget",
+    "ttft_max_rate_per_s",
+]
 
 #: Smallest per-step token budget the designs use (vLLM's default for online serving).
 MIN_TOKEN_BUDGET = 2048
@@ -166,3 +173,35 @@ def operating_point(
     if ttft_slo_s is not None and math.isinf(ttft):
         feasible = False
     return OperatingPoint(int(b), budget, y, thr, ttft, goodput, binding, feasible)
+
+
+def ttft_max_rate_per_s(plant: DesignPlant, op: OperatingPoint, ttft_slo_s: float) -> float:
+    """Largest arrival rate (requests/s) at which the operating point's predicted TTFT meets the SLO.
+
+    The same queueing prediction as :func:`operating_point`: service rate ``mu = b / (y L_out)``
+    requests/s, waiting ``(1/mu) rho / (1 - rho)`` plus the prompt's prefill steps ``n_p y``.  With
+    ``W = ttft_slo - n_p y`` the condition ``(1/mu) rho / (1 - rho) <= W`` gives
+    ``rho <= mu W / (1 + mu W)``, i.e. ``lambda_max = mu * mu W / (1 + mu W)``; 0 when even an idle
+    engine misses the SLO (``W <= 0``) or the output length is unknown.
+
+    Examples
+    --------
+    >>> from controlkit.plant import DesignPlant
+    >>> p = DesignPlant(sample_period_s=0.04, intercept_s=0.02, k_min=1e-4, k_nom=1.2e-4, k_max=1.5e-4,
+    ...                 b_min=1, b_max=512, kv_capacity_blocks=8000, block_size=16, tokens_per_seq=600,
+    ...                 prompt_tokens_mean=200, output_tokens_mean=200)
+    >>> op = operating_point(p, tpot_slo_s=0.05)
+    >>> round(ttft_max_rate_per_s(p, op, ttft_slo_s=2.0), 2)
+    19.5
+    """
+    l_out = plant.output_tokens_mean
+    if l_out <= 0 or op.batch <= 0 or op.step_upper_s <= 0:
+        return 0.0
+    y = op.step_upper_s
+    mu = op.batch / (y * l_out)
+    room = max(op.max_batched_tokens - op.batch, 1)
+    prefill_steps = math.ceil(plant.prompt_tokens_mean / room) if plant.prompt_tokens_mean else 1
+    w = ttft_slo_s - prefill_steps * y
+    if w <= 0:
+        return 0.0
+    return mu * (mu * w) / (1.0 + mu * w)

@@ -86,7 +86,7 @@ def test_design_refuses_an_uncertified_controller_unless_allowed(models, tmp_pat
         str(out),
     ]
     assert main(args) == 1
-    assert "claim 'ttft_predicted' fails" in capsys.readouterr().err and not out.exists()
+    assert "claim 'ttft_load_range' fails" in capsys.readouterr().err and not out.exists()
     assert main([*args, "--allow-uncertified"]) == 0
     assert json.loads(out.read_text())["uncertified"] is True
 

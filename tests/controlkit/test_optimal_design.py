@@ -51,13 +51,18 @@ def test_operating_point_meets_tpot_at_the_upper_slope_and_fits_memory(tpot, blo
     assert design_optimal(p, tpot).certificate.holds
 
 
-def test_optimal_design_reports_infeasible_ttft_and_refuses_without_override():
+def test_optimal_design_certifies_its_ttft_load_range_and_reports_overload():
     p = plant(arrival_rate_per_s=1000.0, output_tokens_mean=200, prompt_tokens_mean=400)
     d = design_optimal(p, 0.05, ttft_slo_s=1.0)
-    assert not d.operating_point.ttft_feasible
-    with pytest.raises(UncertifiedError, match="ttft_predicted"):
-        d.to_policy_file()
-    assert d.to_policy_file(allow_uncertified=True).uncertified
+    assert not d.operating_point.ttft_feasible  # the identified load is overload ...
+    claim = next(c for c in d.certificate.claims if c.name == "ttft_load_range")
+    assert claim.holds and 0 < claim.value < 1000.0 and "BEYOND" in claim.detail  # ... beyond the certified range
+    assert not d.to_policy_file().uncertified
+    # a TTFT SLO that even an idle engine misses leaves no load range: refused without the override
+    impossible = design_optimal(p, 0.05, ttft_slo_s=0.001)
+    with pytest.raises(UncertifiedError, match="ttft_load_range"):
+        impossible.to_policy_file()
+    assert impossible.to_policy_file(allow_uncertified=True).uncertified
 
 
 @given(st.lists(st.floats(0.0, 6.0), min_size=50, max_size=300), st.sampled_from(["tpot", "ttft"]))
