@@ -237,11 +237,11 @@ def _pop_config(kwargs: dict[str, Any]) -> HookConfig | None:
     return cfg
 
 
-class ControlledScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped at our boundary
-    """vLLM's synchronous ``Scheduler`` with the controlkit hook.
+class _Hooked(Scheduler):  # type: ignore[misc]  # vLLM is untyped at our boundary
+    """The controlkit hook around vLLM's scheduler calls; mixed into both concrete classes.
 
-    Accepts vLLM's constructor arguments plus an optional ``controlkit=HookConfig(...)``
-    (tests, in-process use); otherwise the settings come from the environment.
+    In ``ControlledAsyncScheduler`` the method resolution order is this class, then vLLM's
+    ``AsyncScheduler``, then ``Scheduler``, so ``super()`` reaches the async scheduler there.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -269,32 +269,16 @@ class ControlledScheduler(Scheduler):  # type: ignore[misc]  # vLLM is untyped a
         super().shutdown()
 
 
-class ControlledAsyncScheduler(AsyncScheduler):  # type: ignore[misc]  # vLLM is untyped at our boundary
+class ControlledScheduler(_Hooked):
+    """vLLM's synchronous ``Scheduler`` with the controlkit hook.
+
+    Accepts vLLM's constructor arguments plus an optional ``controlkit=HookConfig(...)``
+    (tests, in-process use); otherwise the settings come from the environment.
+    """
+
+
+class ControlledAsyncScheduler(_Hooked, AsyncScheduler):  # type: ignore[misc]  # vLLM is untyped at our boundary
     """vLLM's ``AsyncScheduler`` (depth-2 batch queue) with the controlkit hook."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        config = _pop_config(kwargs)
-        super().__init__(*args, **kwargs)
-        self.controlkit = HookRuntime(self, config)
-
-    def schedule(self, *args: Any, **kwargs: Any) -> Any:
-        """Apply the policy's limits, then schedule as vLLM does."""
-        hook = self.controlkit
-        hook.before_schedule(self)
-        out = super().schedule(*args, **kwargs)
-        hook.after_schedule(self, out)
-        return out
-
-    def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
-        """Update as vLLM does, then record the step."""
-        outs = super().update_from_output(scheduler_output, model_runner_output)
-        self.controlkit.after_update(self, scheduler_output)
-        return outs
-
-    def shutdown(self) -> None:
-        """Flush the step log, then shut down as vLLM does."""
-        self.controlkit.close()
-        super().shutdown()
 
 
 def make_scheduler(*args: Any, **kwargs: Any) -> Any:
