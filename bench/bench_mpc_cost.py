@@ -12,21 +12,8 @@ from controlkit.design import design_mpc, design_optimal, design_pid
 from controlkit.plant import DesignPlant
 from policies.registry import build_policy
 
-P = DesignPlant(
-    sample_period_s=0.04,
-    intercept_s=0.02,
-    k_min=1e-4,
-    k_nom=1.2e-4,
-    k_max=1.5e-4,
-    b_min=1,
-    b_max=256,
-    kv_capacity_blocks=8000,
-    block_size=16,
-    tokens_per_seq=600,
-    arrival_rate_per_s=5,
-    prompt_tokens_mean=400,
-    output_tokens_mean=200,
-    prefill_s_per_token=1e-5,
+P = DesignPlant.example(
+    b_max=256, arrival_rate_per_s=5, prompt_tokens_mean=400, output_tokens_mean=200, prefill_s_per_token=1e-5
 )
 
 

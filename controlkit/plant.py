@@ -141,6 +141,32 @@ class DesignPlant:
         return d
 
     @classmethod
+    def example(cls, **overrides: Any) -> DesignPlant:
+        """Return a reference plant for examples, tests and benchmarks (fields can be overridden).
+
+        Step time ``0.02 + k b`` seconds with ``k`` in [1.0e-4, 1.5e-4] s/seq, sampled every
+        40 ms, batches 1..512, 8000 KV blocks of 16 tokens, 600 tokens per sequence.
+
+        Examples
+        --------
+        >>> DesignPlant.example(b_max=256).b_max
+        256
+        """
+        base: dict[str, Any] = {
+            "sample_period_s": 0.04,
+            "intercept_s": 0.02,
+            "k_min": 1e-4,
+            "k_nom": 1.2e-4,
+            "k_max": 1.5e-4,
+            "b_min": 1,
+            "b_max": 512,
+            "kv_capacity_blocks": 8000,
+            "block_size": 16,
+            "tokens_per_seq": 600,
+        }
+        return cls(**(base | overrides))
+
+    @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> DesignPlant:
         """Inverse of :meth:`to_dict`; unknown keys are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}

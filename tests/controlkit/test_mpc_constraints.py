@@ -54,18 +54,7 @@ def test_mpc_backs_off_when_the_tpot_slo_binds_and_admits_when_the_queue_builds(
 
 
 def test_mpc_design_certifies_memory_and_feasibility():
-    p = DesignPlant(
-        sample_period_s=0.04,
-        intercept_s=0.02,
-        k_min=1e-4,
-        k_nom=1.2e-4,
-        k_max=1.5e-4,
-        b_min=1,
-        b_max=512,
-        kv_capacity_blocks=8000,
-        block_size=16,
-        tokens_per_seq=600,
-    )
+    p = DesignPlant.example()
     d = design_mpc(p, 0.05, 2.0)
     assert d.certificate.holds
     assert d.params["cap_upper"] * p.kv_blocks_per_seq <= p.kv_usable_blocks

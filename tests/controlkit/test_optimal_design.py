@@ -12,19 +12,7 @@ from identification.errors import InfeasibleSpecError, UncertifiedError
 
 
 def plant(**kw):
-    base = dict(
-        sample_period_s=0.04,
-        intercept_s=0.02,
-        k_min=1e-4,
-        k_nom=1.2e-4,
-        k_max=1.5e-4,
-        b_min=1,
-        b_max=512,
-        kv_capacity_blocks=8000,
-        block_size=16,
-        tokens_per_seq=600,
-    )
-    return DesignPlant(**(base | kw))
+    return DesignPlant.example(**kw)
 
 
 def test_tpot_slo_below_the_batch_one_step_time_is_infeasible_and_says_the_minimum():
