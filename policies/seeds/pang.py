@@ -225,7 +225,7 @@ class SlaFeedbackPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class CombinedParams:
+class CombinedParams(SlaFeedbackParams):
     """Hyper-parameters of ``pang-a1a2``: those of Algorithm 2 plus ``memory_factor``.
 
     Algorithm 1's clamps are Algorithm 2's hard bounds (``b_min``, ``b_max``).
@@ -233,25 +233,6 @@ class CombinedParams:
 
     KIND: ClassVar[str] = "pang-a1a2"
     memory_factor: float = param(0.95, kind="float", lo=0.01, hi=1.0, doc="share of KV blocks to fill")
-    sla_s: float = param(0.05, kind="float", lo=1e-6, hi=1e3, doc="D_SLA, target decode latency (s)")
-    eps_s: float = param(0.01, kind="float", lo=0.0, hi=1e3, doc="ε_D, dead band around D_SLA (s)")
-    alpha: int = param(20, kind="int", lo=1, hi=1_000_000, doc="α, minimum search-interval width")
-    delta: int = param(5, kind="int", lo=0, hi=1_000_000, doc="δ, corrective step of the free edge")
-    b_min: int = param(1, kind="int", lo=1, hi=1_000_000, doc="B_min (also Algorithm 1's lower clamp)")
-    b_max: int | None = param(
-        None, kind="int?", lo=1, hi=1_000_000, doc="B_max (also Algorithm 1's upper clamp)"
-    )
-    initial_low: int | None = param(
-        None, kind="int?", lo=1, hi=1_000_000, doc="initial b_low (default B_min)"
-    )
-    initial_high: int | None = param(
-        None, kind="int?", lo=1, hi=1_000_000, doc="initial b_high (default B_max)"
-    )
-    window: int = param(16, kind="int", lo=1, hi=100_000, doc="steps averaged into τ̄ and b̄")
-    signal: str = param("itl", kind="str", choices=("itl", "step"), doc="τ source: itl_mean_s or last_step_s")
-
-    def __post_init__(self) -> None:
-        check_params(self)
 
 
 class CombinedPolicy:
@@ -264,22 +245,7 @@ class CombinedPolicy:
     def __init__(self, params: CombinedParams, ctx: PolicyContext) -> None:
         self.params = params
         self._ctx = ctx
-        self.sla = SlaFeedbackPolicy(
-            SlaFeedbackParams(
-                sla_s=params.sla_s,
-                eps_s=params.eps_s,
-                alpha=params.alpha,
-                delta=params.delta,
-                b_min=params.b_min,
-                b_max=params.b_max,
-                initial_low=params.initial_low,
-                initial_high=params.initial_high,
-                window=params.window,
-                signal=params.signal,
-            ),
-            ctx,
-            kind="pang-a1a2",
-        )
+        self.sla = SlaFeedbackPolicy(params, ctx, kind="pang-a1a2")
         self.memory = MemoryAwarePolicy(
             MemoryAwareParams(
                 memory_factor=params.memory_factor,
