@@ -255,6 +255,31 @@ class RowChecker:
         self.frame[column] = num
         return num
 
+    def time_order(self, column: str, groups: np.ndarray, runs: pd.Series, *, strict: bool) -> np.ndarray:
+        """Flag rows whose ``column`` goes back in time inside their group; return that mask.
+
+        ``groups`` labels each row's run (rows of one group are compared in file order), ``runs``
+        names the run in the messages.  With ``strict`` a repeated time is bad too (samples);
+        without it equal times are allowed (steps).
+        """
+        times = self.frame[column].to_numpy()
+        prev = pd.Series(times).groupby(groups).cummax().groupby(groups).shift().to_numpy()
+        backwards = times <= prev if strict else times < prev
+        if backwards.any():
+            verb = "does not increase" if strict else "goes backwards"
+            reasons = (
+                f"{column} "
+                + self.frame[column].astype(str)
+                + f" {verb} (an earlier row of run "
+                + runs.astype(str)
+                + " has "
+                + pd.Series(prev, index=self.frame.index).astype(str)
+                + ")"
+            )
+            order = "strictly increasing" if strict else "non-decreasing"
+            self.flag(backwards, column, lambda: reasons, f"{order} {column} inside a run")
+        return np.asarray(backwards, dtype=bool)
+
     def flag(
         self, mask: np.ndarray, column: str, reasons: Callable[[], pd.Series] | str, expected: str
     ) -> None:

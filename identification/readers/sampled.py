@@ -140,20 +140,8 @@ def read_sampled_frame(frame: pd.DataFrame, path: str, *, skip_bad_rows: bool = 
     frame, skipped = checker.finish()
 
     block, runs = _run_names(frame, keys, file_stem(path))
-    times = frame["time_s"].to_numpy()
-    prev_max = pd.Series(times).groupby(block).cummax().groupby(block).shift().to_numpy()
-    backwards = times <= prev_max
+    backwards = checker.time_order("time_s", block, runs, strict=True)
     if backwards.any():
-        reasons = (
-            "time_s "
-            + frame["time_s"].astype(str)
-            + " does not increase (an earlier row of run "
-            + runs.astype(str)
-            + " has "
-            + pd.Series(prev_max, index=frame.index).astype(str)
-            + ")"
-        )
-        checker.flag(backwards, "time_s", lambda: reasons, "strictly increasing time_s inside a run")
         frame, more = checker.finish()
         skipped += more
         block, runs = block[~backwards], runs.loc[~backwards].reset_index(drop=True)
