@@ -53,7 +53,7 @@ from controlkit.policyfile import PolicyFile
 from identification.errors import PolicyError
 from policies.registry import PolicyContext, build_policy, resolve_policy_file
 
-__all__ = ["FAULT_KINDS", "FAULT_METRIC", "PolicyGuard", "fault_counter", "load_guarded_policy"]
+__all__ = ["FAULT_KINDS", "FAULT_METRIC", "PolicyGuard", "design_period_s", "fault_counter", "load_guarded_policy"]
 
 logger = logging.getLogger("controlkit.policies.vllm")
 
@@ -101,8 +101,27 @@ def load_guarded_policy(source: PolicySource, context: PolicyContext) -> tuple[B
     PolicyError
         The spec or file cannot be read or built (unknown kind, bad parameters, bad JSON).
     """
+    policy, path, _ = _load_policy(source, context)
+    return policy, path
+
+
+def design_period_s(policy_file: PolicyFile | None) -> float:
+    """Return the decision period a policy file asks for: its ``sample_period_s`` if certified, else 0.
+
+    A designed controller's certificate assumes its sample period; a research policy or a spec
+    string carries no certificate and is meant to run every step.
+    """
+    if policy_file is None or policy_file.certificate is None:
+        return 0.0
+    return float(policy_file.sample_period_s)
+
+
+def _load_policy(
+    source: PolicySource, context: PolicyContext
+) -> tuple[BatchPolicy, Path | None, PolicyFile | None]:
+    """Build the policy; return it, the file to watch and the policy file it came from."""
     if _is_policy_object(source):
-        return source, None  # type: ignore[return-value]  # duck-typed BatchPolicy
+        return source, None, None  # type: ignore[return-value]  # duck-typed BatchPolicy
     if isinstance(source, (str, Path)):
         text = str(source).strip()
         path = Path(text)
@@ -112,9 +131,9 @@ def load_guarded_policy(source: PolicySource, context: PolicyContext) -> tuple[B
                 f"{text}: policy file not found (set CONTROLKIT_POLICY to a file or a spec string)"
             )
         pf = resolve_policy_file(path if is_file else text)
-        return build_policy(pf, context), (path if is_file else None)
+        return build_policy(pf, context), (path if is_file else None), pf
     if isinstance(source, PolicyFile):
-        return build_policy(source, context), None
+        return build_policy(source, context), None, source
     raise PolicyError(f"policy source must be a path, a spec string or a policy, got {type(source).__name__}")
 
 
@@ -143,8 +162,9 @@ class PolicyGuard:
         Upper bound of the decision period after slow faults.
     decide_period_s
         Minimum time between decisions (seconds of the guard's clock); 0 decides at every
-        due step.  Set it to the policy's design ``sample_period_s`` when engine steps are
-        much shorter than the period the controller was designed for.
+        due step.  ``"auto"``: the policy file's design period (:func:`design_period_s`: the
+        ``sample_period_s`` of a certified controller, else 0), followed again on every hot
+        reload.
     reload_check_s
         How often (seconds of the guard's clock) to check the policy file's mtime.
     static_fallback
@@ -167,7 +187,7 @@ class PolicyGuard:
         decide_every: int = 1,
         decide_budget_s: float = 0.005,
         max_decide_every: int = 64,
-        decide_period_s: float = 0.0,
+        decide_period_s: float | str = 0.0,
         reload_check_s: float = 1.0,
         static_fallback: bool = False,
         clock: Callable[[], float] = time.perf_counter,
@@ -178,7 +198,7 @@ class PolicyGuard:
         if not (math.isfinite(decide_budget_s) and decide_budget_s > 0):
             raise PolicyError(f"decide_budget_s must be a finite number > 0 seconds, got {decide_budget_s!r}")
         self.context = context or PolicyContext(max_num_seqs=max_seqs_ceiling)
-        self.policy, self.path = load_guarded_policy(source, self.context)
+        self.policy, self.path, policy_file = _load_policy(source, self.context)
         self.fallback = fallback
         self.max_seqs_ceiling = max_seqs_ceiling
         self.max_batched_tokens_ceiling = max_batched_tokens_ceiling
@@ -197,8 +217,14 @@ class PolicyGuard:
         self._steps = 0
         #: Duration of the last ``decide`` call (seconds of ``clock``), for overhead accounting.
         self.last_decide_s = 0.0
-        if not (math.isfinite(decide_period_s) and decide_period_s >= 0):
-            raise PolicyError(f"decide_period_s must be a finite number >= 0 seconds, got {decide_period_s!r}")
+        #: The decision period follows the policy file (``decide_period_s="auto"``).
+        self.auto_period = decide_period_s == "auto"
+        if self.auto_period:
+            decide_period_s = design_period_s(policy_file)
+        if not (isinstance(decide_period_s, (int, float)) and math.isfinite(decide_period_s) and decide_period_s >= 0):
+            raise PolicyError(
+                f"decide_period_s must be 'auto' or a finite number >= 0 seconds, got {decide_period_s!r}"
+            )
         self.decide_period_s = float(decide_period_s)
         self._next_due_s = -math.inf
         self._metric = fault_counter()
@@ -245,15 +271,18 @@ class PolicyGuard:
         if mtime in (self._mtime_ns, self._bad_mtime_ns) or mtime < 0:
             return False
         try:
-            policy, _ = load_guarded_policy(self.path, self.context)
+            policy, _, policy_file = _load_policy(self.path, self.context)
         except Exception as exc:  # a bad file must never stop the engine
             self._bad_mtime_ns = mtime
             self._fault("reload", f"{self.path}: {exc}; keeping the previous policy")
             return False
         self.policy, self._mtime_ns = policy, mtime
         self.reloads += 1
+        if self.auto_period:
+            self.decide_period_s = design_period_s(policy_file)
         if self.log:
-            logger.info("controlkit: reloaded policy from %s (reload #%d)", self.path, self.reloads)
+            logger.info("controlkit: reloaded policy from %s (reload #%d, decision period %.3g s)",
+                        self.path, self.reloads, self.decide_period_s)
         return True
 
     def due(self) -> bool:

@@ -29,16 +29,13 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from controlkit.contract import BatchLimits
-from controlkit.policyfile import PolicyFile
-from identification.errors import PolicyError
-from policies.registry import PolicyContext, resolve_policy_file
+from policies.registry import PolicyContext
 from policies.vllm.admission import reorder_head
 from policies.vllm.config import HookConfig
 from policies.vllm.failsafe import PolicyGuard
@@ -103,7 +100,7 @@ class HookRuntime:
                 min_batched_tokens=self.min_tokens,
                 context=self.context,
                 decide_every=config.decide_every,
-                decide_period_s=self._decide_period_s(config),
+                decide_period_s=config.decide_period_s,
                 decide_budget_s=config.decide_budget_s,
                 reload_check_s=config.reload_check_s,
                 static_fallback=config.fallback_max_seqs is not None,
@@ -141,20 +138,6 @@ class HookRuntime:
         #: Admission orders applied to / ignored by vLLM's waiting queue.
         self.orders_applied = 0
         self.orders_ignored = 0
-
-    @staticmethod
-    def _decide_period_s(config: HookConfig) -> float:
-        if config.decide_period_s != "auto":
-            return float(config.decide_period_s)
-        if isinstance(config.policy, (str, Path, PolicyFile)):
-            try:
-                pf = resolve_policy_file(config.policy)
-            except PolicyError:
-                return 0.0  # the guard, built next, reports the bad policy with its own clear error
-            # A designed controller's certificate assumes its sample period; a research policy or
-            # a spec string carries none and is meant to run every step.
-            return float(pf.sample_period_s) if pf.certificate is not None else 0.0
-        return 0.0  # a policy object carries no design period
 
     def before_schedule(self, scheduler: Any) -> None:
         """Decide and apply this step's limits (top of ``schedule()``)."""

@@ -160,3 +160,29 @@ def test_decide_period_spaces_decisions_in_time_and_skips_cost_nothing() -> None
     assert HookConfig.from_sources({"CONTROLKIT_DECIDE_PERIOD_S": "0"}).decide_period_s == 0.0
     with pytest.raises(PolicyError, match="seconds >= 0"):
         HookConfig.from_sources({"CONTROLKIT_DECIDE_PERIOD_S": "-1"})
+
+
+def test_auto_decide_period_follows_the_policy_file_across_hot_reloads(tmp_path: Path) -> None:
+    import os
+
+    from controlkit.design import design_pid
+    from controlkit.plant import DesignPlant
+    from policies.registry import resolve_policy_file
+
+    plant = DesignPlant.example()
+    certified = design_pid(plant, 0.05, 2.0, method="simc").to_policy_file()
+    path = tmp_path / "policy.json"
+    resolve_policy_file("pang-a1").save(path)
+    now = [0.0]
+    guard = PolicyGuard(path, fallback=BatchLimits(8), max_seqs_ceiling=64, decide_period_s="auto",
+                        reload_check_s=0.5, clock=lambda: now[0], log=False)
+    assert guard.decide_period_s == 0.0  # a research policy decides every step
+    certified.save(path)
+    os.utime(path, ns=(10**18, 10**18))  # a new mtime even on coarse file systems
+    now[0] = 1.0
+    assert certified.sample_period_s > 0
+    assert guard.maybe_reload() and guard.decide_period_s == pytest.approx(certified.sample_period_s)
+    fixed = PolicyGuard(path, fallback=BatchLimits(8), max_seqs_ceiling=64, decide_period_s=0.2, log=False)
+    assert fixed.decide_period_s == 0.2  # an explicit period is never overridden
+    with pytest.raises(PolicyError, match="'auto' or a finite number"):
+        PolicyGuard(path, fallback=BatchLimits(8), max_seqs_ceiling=64, decide_period_s="never", log=False)
