@@ -9,20 +9,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from controlkit.contract import BatchLimits, Observation
 from controlkit.sim import load_plant, load_workload, simulate
+from controlkit.sim.fidelity import FixedCap
 from controlkit.sim.metrics import default_slo
-
-
-class Static:
-    def __init__(self, cap: int) -> None:
-        self.limits = BatchLimits(cap)
-
-    def decide(self, observation: Observation) -> BatchLimits:
-        return self.limits
-
-    def reset(self) -> None:
-        pass
 
 
 def main() -> None:
@@ -37,7 +26,7 @@ def main() -> None:
     best = float("inf")
     for _ in range(args.repeat):
         t0 = time.perf_counter()
-        res = simulate(plant, wl, Static(256), slo=slo)
+        res = simulate(plant, wl, FixedCap(256), slo=slo)
         best = min(best, time.perf_counter() - t0)
     m = res.metrics
     print(f"plant={plant.name} workload={wl.name} requests={len(wl)} simulated={m.sim_time_s:.0f} s")

@@ -20,23 +20,11 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from controlkit.contract import BatchLimits, Observation
 from controlkit.sim.engine import simulate
-from controlkit.sim.fidelity import bca_workload
+from controlkit.sim.fidelity import FixedCap, bca_workload
 from controlkit.sim.metrics import SLO
 from controlkit.sim.plants import BCA_MODELS, default_data_dir, vllm_h100_plant
 from identification.errors import ExtrapolationWarning
-
-
-class _Static:
-    def __init__(self, cap: int) -> None:
-        self._limits = BatchLimits(cap)
-
-    def decide(self, observation: Observation) -> BatchLimits:
-        return self._limits
-
-    def reset(self) -> None:
-        return None
 
 
 def main() -> None:
@@ -53,7 +41,7 @@ def main() -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExtrapolationWarning)
                 res = simulate(
-                    plant, wl, _Static(n), slo=SLO(1e9, 1e9), max_num_seqs=n, chunked_prefill=False, record_steps=True
+                    plant, wl, FixedCap(n), slo=SLO(1e9, 1e9), max_num_seqs=n, chunked_prefill=False, record_steps=True
                 )
             f = res.steps
             t = f["t_s"].to_numpy()

@@ -24,21 +24,29 @@ from controlkit.sim.metrics import SLO
 from controlkit.sim.plants import BCA_MODELS, Plant, default_data_dir, vllm_h100_plant
 from controlkit.sim.workloads import Workload, sharegpt_lengths
 
-__all__ = ["FidelityRow", "bca_runs", "bca_workload", "measured_context_per_seq", "replay_bca"]
+__all__ = ["FidelityRow", "FixedCap", "bca_runs", "bca_workload", "measured_context_per_seq", "replay_bca"]
 
 NUM_PROMPTS = 2000
 
 
-class _Static:
-    """A fixed cap (kept local so the replay depends on nothing in :mod:`policies`)."""
+class FixedCap:
+    """A policy that holds one admission cap (local, so the replay depends on nothing in :mod:`policies`).
+
+    Examples
+    --------
+    >>> FixedCap(8).decide(None).max_active_seqs  # type: ignore[arg-type]
+    8
+    """
 
     def __init__(self, cap: int) -> None:
         self._limits = BatchLimits(cap)
 
     def decide(self, observation: Observation) -> BatchLimits:
+        """Return the fixed cap, whatever the observation."""
         return self._limits
 
     def reset(self) -> None:
+        """Do nothing: the policy has no state."""
         return None
 
 
@@ -166,7 +174,7 @@ def replay_bca(
         res = simulate(
             plant,
             workload,
-            _Static(max_num_seqs),
+            FixedCap(max_num_seqs),
             slo=SLO(1e9, 1e9),
             max_num_seqs=max_num_seqs,
             chunked_prefill=False,
