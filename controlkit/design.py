@@ -9,18 +9,34 @@ naming the failing claim and by how much.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from controlkit.certify import Certificate, Claim, ControllerSpec, MarginSpec, certify_pid, certify_static
 from controlkit.filters import FilterSpec
-from controlkit.optimal import OperatingPoint, operating_point, prefill_load_s_per_seq, ttft_max_rate_per_s
+from controlkit.optimal import (
+    OperatingPoint,
+    operating_point,
+    prefill_load_s_per_seq,
+    step_bound_s,
+    token_budget,
+    ttft_max_rate_per_s,
+)
 from controlkit.plant import DesignPlant
 from controlkit.policyfile import PolicyFile
 from controlkit.tuning import robust_tune, simc_tune
 from identification.errors import InfeasibleSpecError, UncertifiedError
 
-__all__ = ["Design", "design_mpc", "design_optimal", "design_pid", "guard_params", "mpc_claims"]
+__all__ = [
+    "Design",
+    "design_mpc",
+    "design_optimal",
+    "design_pid",
+    "guard_params",
+    "mpc_claims",
+    "step_cap_claim",
+]
 
 
 @dataclass(frozen=True)
@@ -152,6 +168,26 @@ def design_pid(
     )
 
 
+def step_cap_claim(plant: DesignPlant, batch: int, budget: int, tpot_slo_s: float) -> Claim:
+    """Return the ``normal``-mode claim of ``optimal``: every step within the TPOT SLO.
+
+    With at most ``batch`` running sequences and ``budget`` tokens per step, no step is longer
+    than :func:`~controlkit.optimal.step_bound_s` at the upper slope; when that is within the
+    TPOT SLO, every request's TPOT (a mean of its steps) is within it too, whatever its length.
+    """
+    y = step_bound_s(plant, batch, budget)
+    return Claim(
+        "step_within_tpot_slo",
+        y <= tpot_slo_s,
+        y,
+        tpot_slo_s,
+        tpot_slo_s - y,
+        "s",
+        f"longest step with <= {batch} running and {budget} tokens per step (upper slope); "
+        "applies while the TTFT has slack (supervisor mode 'normal')",
+    )
+
+
 def design_optimal(
     plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | None = None, *, target_fraction: float = 0.9
 ) -> Design:
@@ -160,6 +196,13 @@ def design_optimal(
     The runtime may derate the cap below the optimum when the measured mean step slope exceeds
     the model's, holding the mean step at ``target_fraction * tpot_slo`` (TPOT headroom for the
     per-request spread, as the PID's setpoint); it never raises it.
+
+    When prefill has a cost (``prefill_s_per_token > 0``) the design adds a step-capped token
+    budget (``params.step_cap``, ``docs/theory.md`` §6): with at most the derated ceiling
+    ``b_run = min(b*, (target - a) / k_eff)`` running, every step stays within the TPOT SLO,
+    so no request misses TPOT however short it is.  The runtime uses it while the TTFT has
+    slack and the throughput budget when the TTFT pressure builds; the claim
+    ``step_within_tpot_slo`` certifies it.
     """
     op = operating_point(plant, tpot_slo_s, ttft_slo_s)
     extra: tuple[Claim, ...] = ()
@@ -188,8 +231,9 @@ def design_optimal(
                 f"(queueing at batch {op.batch}); {where}",
             ),
         )
-    cert = certify_static(plant, op.batch, tpot_slo_s, extra)
-    params = {
+    k_eff = plant.k_max + prefill_load_s_per_seq(plant)
+    target_s = target_fraction * tpot_slo_s
+    params: dict[str, Any] = {
         "max_num_seqs": op.batch,
         "max_batched_tokens": op.max_batched_tokens,
         "operating_point": op.to_dict(),
@@ -197,10 +241,23 @@ def design_optimal(
         # the runtime derates (never raises) the cap when the measured step slope exceeds this model
         "model": {
             "intercept_s": plant.intercept_s,
-            "k_eff_s_per_seq": plant.k_max + prefill_load_s_per_seq(plant),
-            "tpot_target_s": target_fraction * tpot_slo_s,
+            "k_eff_s_per_seq": k_eff,
+            "tpot_target_s": target_s,
         },
     }
+    # the derating never lets more than b_run run (policies.controllers._SlopeLimit at k_hat <= k_eff)
+    b_run = min(op.batch, max(1, math.floor((target_s - plant.intercept_s) / k_eff)))
+    capped = token_budget(plant, b_run, step_cap_s=tpot_slo_s)
+    step_claim = step_cap_claim(plant, b_run, capped, tpot_slo_s)
+    if plant.prefill_s_per_token > 0 and capped < op.max_batched_tokens and step_claim.holds:
+        params["step_cap"] = {
+            "max_batched_tokens": capped,
+            "batch": b_run,
+            "step_cap_s": tpot_slo_s,
+            "prompt_tokens_mean": plant.prompt_tokens_mean,
+        }
+        extra = (*extra, step_claim)
+    cert = certify_static(plant, op.batch, tpot_slo_s, extra)
     limits = {"b_min": plant.b_min, "b_max": plant.b_max, "max_batched_tokens": op.max_batched_tokens}
     return Design(
         "optimal",

@@ -39,6 +39,7 @@ __all__ = [
     "OperatingPoint",
     "operating_point",
     "prefill_load_s_per_seq",
+    "step_bound_s",
     "token_budget",
     "ttft_max_rate_per_s",
 ]
@@ -58,6 +59,26 @@ def prefill_load_s_per_seq(plant: DesignPlant) -> float:
     return plant.prefill_s_per_token * plant.prompt_tokens_mean / plant.output_tokens_mean
 
 
+def step_bound_s(plant: DesignPlant, batch: int, budget: int, *, confidence: str = "upper") -> float:
+    """Longest step a token budget allows with at most ``batch`` running sequences.
+
+    A step with ``n <= batch`` decodes fills the rest of the budget with prefill:
+    ``a + k n + c_p (budget - n)``, largest at ``n = batch`` when a decode costs more than a
+    prefill token (``k >= c_p``, every plant measured so far), else at ``n = 0``.
+
+    Examples
+    --------
+    >>> from controlkit.plant import DesignPlant
+    >>> p = DesignPlant.example(prefill_s_per_token=5e-5)
+    >>> round(step_bound_s(p, 100, 600), 6)
+    0.06
+    """
+    k = plant.k_max if confidence == "upper" else plant.k_nom
+    c_p = plant.prefill_s_per_token
+    n = max(min(batch, budget), 0)
+    return plant.intercept_s + max(k * n + c_p * (budget - n), c_p * budget)
+
+
 def token_budget(
     plant: DesignPlant,
     batch: int,
@@ -72,8 +93,9 @@ def token_budget(
     work, so a small budget barely lowers mean TPOT while it multiplies TTFT (a prompt takes
     ``P / (budget - b)`` steps) and caps the admission rate.  The budget is therefore
     ``b + max(MIN_TOKEN_BUDGET, 2 P)``, clipped to ``max_tokens_ceiling``; only a per-step
-    latency cap ``step_cap_s`` (an ITL constraint) lowers it, to
-    ``b + (step_cap_s - y_up(b)) / c_p`` (at least ``b + 1``).
+    latency cap ``step_cap_s`` (an ITL constraint) lowers it, to the largest budget whose
+    :func:`step_bound_s` is within the cap, ``b + (step_cap_s - y_up(b)) / c_p`` when
+    ``k >= c_p`` (at least ``b + 1``).
 
     Examples
     --------
@@ -85,10 +107,16 @@ def token_budget(
     (3100, 600)
     """
     budget = batch + max(MIN_TOKEN_BUDGET, math.ceil(2.0 * plant.prompt_tokens_mean))
-    if step_cap_s is not None and plant.prefill_s_per_token > 0:
+    c_p = plant.prefill_s_per_token
+    if step_cap_s is not None and c_p > 0:
         k = plant.k_max if confidence == "upper" else plant.k_nom
-        room = math.floor(max(0.0, step_cap_s - plant.intercept_s - k * batch) / plant.prefill_s_per_token + 1e-9)
-        budget = min(budget, batch + max(room, 1))
+        # the longest step is at n = batch decodes when k >= c_p, else at n = 0 (all prefill)
+        room = (
+            (step_cap_s - plant.intercept_s - k * batch) / c_p
+            if k >= c_p
+            else (step_cap_s - plant.intercept_s) / c_p - batch
+        )
+        budget = min(budget, batch + max(math.floor(max(room, 0.0) + 1e-9), 1))
     return int(min(budget, max(max_tokens_ceiling, batch + 1)))
 
 

@@ -155,6 +155,29 @@ class PIDPolicy:
             return BatchLimits(self.pid.output, self.tokens, flags=frozenset({"policy_fault"}))
 
 
+def _queue_ttft_s(obs: Observation, room_tokens: int, step_s: float, prompt_tokens_mean: float) -> float:
+    """Predicted TTFT of the waiting requests if each step prefills at most ``room_tokens``.
+
+    In queue order, request ``i`` gets its first token after the prompts ahead of it and its own
+    are prefilled: ``age_i + step_s * sum_{j <= i} P_j / room``; unlisted waiting requests count
+    with the mean prompt.  The largest such TTFT is returned (0 with nothing waiting).
+    """
+    if obs.num_waiting <= 0:
+        return 0.0
+    room = max(room_tokens, 1)
+    ages, prompts = obs.waiting_age_s, obs.waiting_prompt_tokens
+    if not ages or len(ages) != len(prompts):
+        return obs.oldest_wait_s + step_s * obs.num_waiting * prompt_tokens_mean / room
+    worst, ahead = 0.0, 0.0
+    for age, p in zip(ages, prompts, strict=True):
+        ahead += p
+        worst = max(worst, age + step_s * ahead / room)
+    unlisted = obs.num_waiting - len(prompts)
+    if unlisted > 0:
+        worst = max(worst, step_s * (ahead + unlisted * prompt_tokens_mean) / room)
+    return worst
+
+
 class OptimalPolicy:
     """The static constrained optimum, derated online, behind the memory guard and deadline order.
 
@@ -163,6 +186,13 @@ class OptimalPolicy:
     with ``n`` decodes (it includes the workload's real prefill load and attention over its real
     context), and the cap is ``min(b*, (tpot_target - intercept) / max(k_eff, k_hat))``.  Since
     the cap never exceeds ``b*``, the static certificate's claims still hold.
+
+    With a step-capped budget in the design (``params.step_cap``, ``docs/theory.md`` §6) the
+    token budget has two modes, switched by the TTFT supervisor (:class:`SloSupervisor`, with
+    hysteresis and dwell) on the TTFT the waiting requests would see under the step-capped
+    budget: ``normal`` keeps every step within the TPOT SLO (claim ``step_within_tpot_slo``:
+    no request misses TPOT, however few tokens it outputs); ``ttft``/``overload`` use the
+    throughput budget ``max_batched_tokens``, holding only the mean step.
     """
 
     def __init__(self, pf: PolicyFile, ctx: PolicyContext) -> None:
@@ -171,13 +201,30 @@ class OptimalPolicy:
         self.guard = _guard(pf, 1)
         m = pf.params.get("model")
         self.model = None if m is None else _SlopeLimit(m, "optimal policy")
+        self.step_cap: tuple[int, float, float] | None = None
+        self.supervisor: SloSupervisor | None = None
+        sc = pf.params.get("step_cap")
+        if sc is not None:
+            where = "optimal policy params.step_cap"
+            if not isinstance(sc, dict):
+                raise PolicyError(f"{where} must be a mapping, got {type(sc).__name__}")
+            try:
+                step_s, prompt = float(sc["step_cap_s"]), float(sc.get("prompt_tokens_mean", 0.0))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise PolicyError(f"{where} is malformed ({exc})") from None
+            self.step_cap = (_int(sc, "max_batched_tokens", where), step_s, prompt)
+            ttft = pf.slos.get("ttft_s")
+            self.supervisor = SloSupervisor(step_s, None if ttft is None else float(ttft))
         self.reset()
 
     def reset(self) -> None:
-        """Forget the guard's estimates and the measured slope."""
+        """Forget the guard's estimates, the measured slope and the budget mode."""
         self.guard.reset()
         if self.model is not None:
             self.model.k_hat = 0.0
+        if self.supervisor is not None:
+            self.supervisor.reset()
+        self._pressure = 0.0
 
     def _derated(self, obs: Observation) -> int:
         return self.cap if self.model is None else min(self.cap, self.model.update(obs))
@@ -185,7 +232,16 @@ class OptimalPolicy:
     def decide(self, observation: Observation) -> BatchLimits:
         """Return the (derated) optimum, lowered by the memory guard, with the deadline order."""
         try:
-            return _limits(self.guard.plan(observation, self._derated(observation)), self.tokens)
+            plan = self.guard.plan(observation, self._derated(observation))
+            if self.supervisor is None or self.step_cap is None:
+                return _limits(plan, self.tokens)
+            tokens, step_s, prompt = self.step_cap
+            # the queue's predicted TTFT under the step-capped budget, one decision late, picks the mode
+            state = self.supervisor.update(self._pressure)
+            room = tokens - min(observation.num_running, plan.cap)
+            self._pressure = _queue_ttft_s(observation, room, step_s, prompt)
+            budget = tokens if state.mode == "normal" else self.tokens
+            return _limits(plan, budget, state.flags | {f"mode_{state.mode}"})
         except Exception:  # never raise into the engine
             return BatchLimits(self.cap, self.tokens, flags=frozenset({"policy_fault"}))
 

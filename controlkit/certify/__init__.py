@@ -123,7 +123,13 @@ def certify_policy(pf: PolicyFile, plant: DesignPlant) -> Certificate:
         return certify_pid(p, ctrl, spec=spec, chol_hint=hint)
     tpot = float(pf.slos.get("tpot_s", 0.0))
     if pf.kind == "optimal":
-        return certify_static(p, int(pf.params["max_num_seqs"]), tpot)
+        sc = pf.params.get("step_cap")
+        if not isinstance(sc, dict):
+            return certify_static(p, int(pf.params["max_num_seqs"]), tpot)
+        from controlkit.design import step_cap_claim
+
+        claim = step_cap_claim(p, int(sc["batch"]), int(sc["max_batched_tokens"]), float(sc["step_cap_s"]))
+        return certify_static(p, int(pf.params["max_num_seqs"]), tpot, (claim,))
     if pf.kind == "mpc":
         from controlkit.design import mpc_claims
 
