@@ -197,6 +197,7 @@ def export_vllm_config(
     *,
     max_model_len: int | None = None,
     hook: bool = False,
+    step_cap: bool = False,
 ) -> VllmExport:
     """Map a policy file onto vLLM's static knobs (module docstring) and check them.
 
@@ -208,6 +209,11 @@ def export_vllm_config(
         The deployment's maximum sequence length, checked against the token budget.
     hook
         Also install the hook: ``scheduler_cls`` and ``CONTROLKIT_POLICY`` (needs a file path).
+    step_cap
+        Export an ``optimal`` design's step-capped budget (``params.step_cap``: its batch as
+        ``max_num_seqs`` and its token budget) instead of the throughput budget: every step,
+        so every request's TPOT, stays within the SLO, at the price of TTFT under load (a
+        static config cannot switch budgets as the hook does; ``docs/theory.md`` §6).
 
     Raises
     ------
@@ -217,6 +223,15 @@ def export_vllm_config(
     pf = resolve_policy_file(policy)
     source = str(policy) if isinstance(policy, (str, Path)) else f"<{pf.kind} policy>"
     params, limits = pf.params, pf.limits
+    if step_cap:
+        sc = params.get("step_cap")
+        if not isinstance(sc, Mapping) or "batch" not in sc or "max_batched_tokens" not in sc:
+            raise ExportError(
+                f"{source}: --step-cap needs params.step_cap with batch and max_batched_tokens "
+                f"(an 'optimal' design of a model with a prefill cost); kind {pf.kind!r} has none"
+            )
+        batch = _whole(sc["batch"], f"{source}: params.step_cap.batch")
+        params = {**params, "max_num_seqs": batch, "max_num_batched_tokens": sc["max_batched_tokens"]}
     seqs = _first([(params, "max_num_seqs")])
     if seqs is None:
         ceilings = [(limits[k], f"limits.{k}") for k in ("b_max",) if limits.get(k) is not None]

@@ -162,3 +162,25 @@ def test_designed_policy_files_export_their_design() -> None:
     cfg = export_vllm_config(mpc)
     assert cfg.max_num_seqs == min(mpc.limits["b_max"], mpc.params["cap_upper"])
     assert cfg.max_num_batched_tokens == mpc.limits["max_batched_tokens"]
+
+
+def test_step_cap_export_keeps_every_step_within_the_tpot_slo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from controlkit.design import design_optimal
+    from controlkit.optimal import step_bound_s
+    from controlkit.plant import DesignPlant
+
+    plant = DesignPlant.example(prefill_s_per_token=5e-5, prompt_tokens_mean=400, output_tokens_mean=200)
+    pf = design_optimal(plant, 0.05, 2.0).to_policy_file()
+    cfg = export_vllm_config(pf, step_cap=True)
+    sc = pf.params["step_cap"]
+    assert (cfg.max_num_seqs, cfg.max_num_active_seqs, cfg.max_num_batched_tokens) == (
+        sc["batch"], sc["batch"], sc["max_batched_tokens"],
+    )
+    assert step_bound_s(plant, cfg.max_num_seqs, cfg.max_num_batched_tokens) <= 0.05
+    # a design without a step cap (no prefill cost) is refused with the reason
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(design_optimal(plant.replace(prefill_s_per_token=0.0), 0.05).to_policy_file().to_dict()))
+    assert main(["export", str(path), "--step-cap"]) == 1
+    assert "--step-cap needs params.step_cap" in capsys.readouterr().err
