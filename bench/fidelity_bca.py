@@ -3,7 +3,10 @@
 Replays every background run (2,000 ShareGPT prompts at t=0, static max_num_seqs=N) for the
 four models and prints measured vs simulated output throughput, median TPOT, preemptions,
 and the preemption onset (smallest N with preemptions) per model.
-Usage: .venv/bin/python bench/fidelity_bca.py [--markdown]
+With ``--split-half`` each run is replayed on a plant whose engine-side costs (prefill fixed
+cost, per-stalled-request cost, attention per context token) were fitted on the drain phases
+of the OTHER half of the runs (every other N), a held-out check of those three parameters.
+Usage: .venv/bin/python bench/fidelity_bca.py [--markdown] [--split-half]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ ROW = "{:12s} N={:>4} tok/s {:>6} {:>6} {:>7}  TPOT {:>6} {:>6} {:>7}  pre {:>5}
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--split-half", action="store_true", help="fit the drain-phase costs on the other half of the runs")
     args = ap.parse_args()
     runs = bca_runs()
     md = args.markdown
@@ -31,12 +35,20 @@ def main() -> None:
     within = total = 0
     onsets: list[str] = []
     for model in BCA_MODELS:
-        plant = vllm_h100_plant(model)
         wl = bca_workload(model)
         grid = [int(n) for n in runs[runs["model"] == model]["max_num_seqs"]]
+        if args.split_half:
+            halves = (grid[0::2], grid[1::2])
+            plants = {
+                n: vllm_h100_plant(model, drain_runs=halves[1] if n in halves[0] else halves[0]) for n in grid[:2]
+            }
+            plant_of = {n: plants[grid[0]] if n in halves[0] else plants[grid[1]] for n in grid}
+        else:
+            plant = vllm_h100_plant(model)
+            plant_of = dict.fromkeys(grid, plant)
         meas_onset = sim_onset = None
         for n in grid:
-            r = replay_bca(model, n, plant=plant, workload=wl)
+            r = replay_bca(model, n, plant=plant_of[n], workload=wl)
             ok = abs(r.tok_s_error) <= 0.05 and abs(r.tpot_error) <= 0.05
             within += ok
             total += 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,85 +229,28 @@ def _prefill_fit_opt27(bca: Path) -> tuple[float, float]:
     return float(a), float(c)
 
 
-def _decode_table(
-    model: str, idx: pd.DataFrame, ss: pd.DataFrame
-) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    """Median ITL (s) and steady-state context (tokens) vs the steady-state running batch.
-
-    From runs with >= 20 steady samples; the context is
-    :func:`~controlkit.sim.context_fit.steady_context_tokens` of the same rows.
-    """
-    from controlkit.sim.context_fit import steady_context_tokens
-
-    runs = idx[idx["model"] == model].merge(
-        ss[["model", "max_num_seqs", "samples", "mean_running", "kv_usage_median"]],
-        on=["model", "max_num_seqs"],
-        how="left",
-    )
-    runs = runs[(runs["samples"] >= 20) | (runs["max_num_seqs"] == 1)].sort_values("max_num_seqs")
-    x = runs["mean_running"].fillna(runs["max_num_seqs"]).to_numpy(float).copy()
-    x[0] = 1.0
-    y = runs["median_itl_ms"].to_numpy(float) / 1000.0
-    ctx = steady_context_tokens(runs.assign(mean_running=x))
-    keep = np.concatenate([[True], np.diff(x) > 0.5])
-    return (
-        tuple(float(v) for v in x[keep]),
-        tuple(float(v) for v in y[keep]),
-        tuple(float(v) for v in ctx[keep]),
-    )
-
-
-def _prefill_overheads(
-    model: str, idx: pd.DataFrame, ss: pd.DataFrame, c_s_per_token: float
-) -> tuple[float, float]:
-    """Fit the prefill-step fixed cost and the per-stalled-request cost of one model.
-
-    In steady state with ``N`` running, the wall time per decode iteration ``W(N)``
-    (``est_wall_ms_per_step``) exceeds the pure decode step ``ITL(N)`` by the prefill steps
-    that replace finished requests.  With ``L`` the mean output length, completions per
-    decode step are about Poisson(``N/L``), so a prefill step follows a fraction
-    ``f = 1 - exp(-N/L)`` of the decode steps and costs ``a + k*N + c*tokens``.  Solving
-    ``W - ITL - c*(N/L)*prompt_mean = f*a + f*N*k`` by non-negative least squares (residuals
-    relative to ``W``) over the runs without preemption gives ``(a, k)``.
-    """
-    from scipy.optimize import nnls
-
-    runs = idx[idx["model"] == model].merge(
-        ss[["model", "max_num_seqs", "samples", "est_wall_ms_per_step", "preemptions_total"]],
-        on=["model", "max_num_seqs"],
-        how="left",
-    )
-    runs = runs[(runs["samples"] >= 20) & (runs["preemptions_total"] == 0)]
-    out_mean = float(runs["total_output_tokens"].iloc[0]) / float(runs["completed"].iloc[0])
-    prompt_mean = float(runs["total_input_tokens"].iloc[0]) / float(runs["completed"].iloc[0])
-    n = runs["max_num_seqs"].to_numpy(float)
-    f = 1.0 - np.exp(-n / out_mean)
-    gap = (runs["est_wall_ms_per_step"] - runs["median_itl_ms"]).to_numpy(float) / 1000.0
-    y = gap - c_s_per_token * (n / out_mean) * prompt_mean
-    wall = runs["est_wall_ms_per_step"].to_numpy(float) / 1000.0
-    design = np.column_stack([f, f * n]) / wall[:, None]  # relative residuals: every N counts alike
-    (a, k), _ = nnls(design, y / wall)
-    return float(a), float(k)
-
-
-def vllm_h100_plant(model: str, data_dir: Path | None = None) -> Plant:
+def vllm_h100_plant(
+    model: str, data_dir: Path | None = None, *, drain_runs: Collection[int] | None = None
+) -> Plant:
     """Build the measured vLLM 0.5.2 plant on the 64 GB H100 of the BCA runs.
 
-    * Decode table: each background run's median inter-token latency (``median_itl_ms``: a
-      gap between consecutive decode steps, so prefill stalls are mostly excluded) at the
-      run's steady-state running batch (``mean_running`` of
-      ``derived_steady_state_step_times.csv``), over runs with >= 20 steady samples.
-    * Prefill per token: the slope of a linear fit on the clean offline opt-2.7b runs
+    Engine-side step costs (:mod:`controlkit.sim.context_fit`):
+
+    * Decode table at each run's steady-state running batch (``mean_running`` of
+      ``derived_steady_state_step_times.csv``, runs with >= 20 steady samples): the engine's
+      wall time per decode iteration (``est_wall_ms_per_step``) minus the prefill steps that
+      refill finished slots; runs with preemption keep the client-side ``median_itl_ms``.
+    * Prefill per token ``c``: the slope of a linear fit on the clean offline opt-2.7b runs
       (``offline_prefill_decode_times.csv``), scaled by parameter count (compute-bound).
-    * Prefill fixed cost and per-stalled-request cost: fitted per model on the gap between
-      the steady-state wall time per decode iteration and the ITL (see
-      :func:`_prefill_overheads`).  These are fitted on the same runs the fidelity replay
-      compares against; the replay validates the engine dynamics, not an independent plant.
-    * Context: the table holds attention at each run's steady-state context (``C_ref``, from
-      ``kv_usage_median``); a decode step is charged ``kappa * (C - C_ref(b))`` on top, with
-      ``kappa`` fitted on the drain phases of the per-second engine metrics
-      (:mod:`controlkit.sim.context_fit`).
+    * Prefill fixed cost ``a``, per-stalled-request cost ``k`` and attention cost per context
+      token ``kappa`` (charged as ``kappa * (C - C_ref(b))`` against each table point's
+      steady-state context): non-negative least squares on the drain intervals of the
+      per-second engine metrics, the phase of each run without prefills.
     * KV capacity: ``num_gpu_blocks`` of the run at ``max_num_seqs=1``.
+
+    The table and the fit come from the same runs that the fidelity replay compares against
+    (other quantities: engine counters, not the client's throughput or TPOT); the replay
+    validates the engine dynamics, not an independent plant.
 
     Parameters
     ----------
@@ -314,6 +258,9 @@ def vllm_h100_plant(model: str, data_dir: Path | None = None) -> Plant:
         One of :data:`BCA_MODELS`.
     data_dir
         The shared data folder (default :func:`default_data_dir`).
+    drain_runs
+        Fit ``(a, k, kappa)`` on the drain intervals of these runs only (``max_num_seqs``
+        values; default all), for held-out checks.
     """
     if model not in BCA_MODELS:
         raise ControlkitError(f"unknown vllm-h100 model {model!r}; known: {', '.join(BCA_MODELS)}")
@@ -321,23 +268,21 @@ def vllm_h100_plant(model: str, data_dir: Path | None = None) -> Plant:
     idx = _read_csv(bca / "background_runs_index.csv")
     ss = _read_csv(bca / "derived_steady_state_step_times.csv")
     runs = idx[idx["model"] == model].sort_values("max_num_seqs")
-    xs, ys, ref = _decode_table(model, idx, ss)
     _, c27 = _prefill_fit_opt27(bca)
     c = c27 * BCA_MODELS[model] / BCA_MODELS["opt-2.7b"]
-    a, k = _prefill_overheads(model, idx, ss, c)
-    from controlkit.sim.context_fit import fit_context_cost
+    from controlkit.sim.context_fit import fit_step_costs, steady_table
 
-    kappa = fit_context_cost(bca, model, xs, ys, ref).context_s_per_token
+    fit = fit_step_costs(bca, model, steady_table(model, idx, ss, c), drain_runs=drain_runs)
     max_len = int(runs["max_model_len"].iloc[0])
     return Plant(
         name=f"vllm-h100:{model}",
-        decode_batch=xs,
-        decode_step_s=ys,
-        prefill_base_s=a,
+        decode_batch=tuple(float(v) for v in fit.table.batch),
+        decode_step_s=tuple(float(v) for v in fit.decode_step_s),
+        prefill_base_s=fit.prefill_base_s,
         prefill_s_per_token=c,
-        idle_s_per_seq=k,
-        context_s_per_token=kappa,
-        context_ref_tokens=ref,
+        idle_s_per_seq=fit.idle_s_per_seq,
+        context_s_per_token=fit.context_s_per_token,
+        context_ref_tokens=tuple(float(v) for v in fit.table.context_ref_tokens),
         kv_blocks_total=int(runs["num_gpu_blocks"].iloc[0]),
         block_size=int(runs["block_size"].iloc[0]),
         max_model_len=max_len,
@@ -345,10 +290,11 @@ def vllm_h100_plant(model: str, data_dir: Path | None = None) -> Plant:
         max_batched_tokens_default=8192,
         chunked_prefill=False,
         source=(
-            "bca_memory_gap: background_runs_index.csv (median_itl_ms, num_gpu_blocks), "
-            "derived_steady_state_step_times.csv (mean_running, est_wall_ms_per_step), "
-            "offline_prefill_decode_times.csv (opt-2.7b prefill slope, scaled by parameters), "
-            "background_engine_metrics.csv.gz (attention cost per context token, drain phases)"
+            "bca_memory_gap: derived_steady_state_step_times.csv (mean_running, est_wall_ms_per_step, "
+            "kv_usage_median), background_runs_index.csv (num_gpu_blocks; median_itl_ms of runs with "
+            "preemption), offline_prefill_decode_times.csv (opt-2.7b prefill slope, scaled by parameters), "
+            "background_engine_metrics.csv.gz (prefill fixed and per-stalled-request costs, attention cost "
+            "per context token: drain phases)"
         ),
     )
 

@@ -28,7 +28,7 @@ def test_plant_rejects_non_increasing_or_non_positive_tables() -> None:
 
 
 @pytest.mark.parametrize("model", ["opt-1.3b", "opt-2.7b", "llama-2-7b", "llama-2-13b"])
-def test_vllm_h100_plant_uses_the_measured_capacity_and_itl(shared_data: Path, model: str) -> None:
+def test_vllm_h100_plant_uses_the_measured_capacity_and_step_time(shared_data: Path, model: str) -> None:
     import pandas as pd
 
     idx = pd.read_csv(shared_data / "bca_memory_gap" / "background_runs_index.csv")
@@ -36,7 +36,8 @@ def test_vllm_h100_plant_uses_the_measured_capacity_and_itl(shared_data: Path, m
     p = load_plant(f"vllm-h100:{model}", data_dir=shared_data)
     assert p.kv_blocks_total == int(runs["num_gpu_blocks"].iloc[0])
     assert p.block_size == 16 and p.max_model_len == 2048
-    assert p.decode_s(1) == pytest.approx(runs["median_itl_ms"].iloc[0] / 1000.0)
+    # engine-side batch-1 step (wall per iteration less the prefill share) agrees with the client's ITL
+    assert p.decode_s(1) == pytest.approx(runs["median_itl_ms"].iloc[0] / 1000.0, rel=0.01)
     steps = [p.decode_s(b) for b in (1, 8, 32, 64)]
     assert steps == sorted(steps)  # step time increases with the batch
     assert p.prefill_s_per_token > 0
