@@ -112,6 +112,7 @@ class AdmissionGuard:
         prefill_s_per_token: float = 0.0,
         b_min: int = 1,
         dwell_decisions: int = 50,
+        backfill: bool = True,
     ) -> None:
         if not (0.0 <= kv_headroom < 1.0):
             raise ValueError(f"kv_headroom={kv_headroom!r}: expected 0 <= headroom < 1")
@@ -121,6 +122,7 @@ class AdmissionGuard:
         self.prefill_s_per_token = max(float(prefill_s_per_token), 0.0)
         self.b_min = max(int(b_min), 1)
         self.dwell_decisions = max(int(dwell_decisions), 1)
+        self.backfill = bool(backfill)
         self.reset()
 
     def reset(self) -> None:
@@ -147,9 +149,16 @@ class AdmissionGuard:
         if self._hold > 0:
             self._hold -= 1
             flags.add("infeasible")
-        new_cap, kv = self._memory_cap(obs, cap, [prompts[i] for i in order] if order else list(prompts))
+        queue = [prompts[i] for i in order] if order else list(prompts)
+        new_cap, kv, taken = self._memory_cap(obs, cap, queue, len(queue) - demoted)
         if new_cap < cap:
             flags.add("memory_guard")
+        if taken is not None:
+            # backfill past late requests: the ones that fit go first, the skipped keep their place
+            base = order or tuple(range(len(prompts)))
+            chosen = set(taken)
+            order = (*(base[j] for j in taken), *(base[j] for j in range(len(base)) if j not in chosen))
+            flags.add("memory_backfill")
         return AdmissionPlan(new_cap, order, frozenset(flags), kv, demoted, pressure)
 
     # -- deadline order ------------------------------------------------------------------
@@ -177,10 +186,12 @@ class AdmissionGuard:
         return (*live, *late), len(late), pressure
 
     # -- memory guard --------------------------------------------------------------------
-    def _memory_cap(self, obs: Observation, cap: int, queue_prompts: list[int]) -> tuple[int, float]:
+    def _memory_cap(
+        self, obs: Observation, cap: int, queue_prompts: list[int], num_live: int
+    ) -> tuple[int, float, list[int] | None]:
         total = obs.kv_blocks_total
         if total <= 0:
-            return cap, 0.0
+            return cap, 0.0, None
         bs = max(obs.block_size, 1)
         usable = total * (1.0 - self.kv_headroom)
         grow = math.ceil(self.output_tokens_mean / bs)
@@ -188,14 +199,21 @@ class AdmissionGuard:
         kv = float(obs.kv_blocks_used + n * grow)
         admit = 0
         room = cap - n
-        for p in queue_prompts:
+        taken: list[int] = []
+        skipped = False
+        for j, p in enumerate(queue_prompts):
             if admit >= room:
                 break
             nxt = kv + math.ceil(p / bs) + grow
             if nxt > usable:
-                break
+                if not self.backfill or j < num_live:
+                    break  # a request that can still meet its TTFT is never passed over
+                skipped = True  # a late one is: a later, smaller prompt may still fit
+                continue
             kv = nxt
             admit += 1
+            taken.append(j)
+        backfilled = taken if skipped and taken else None
         if admit < room and len(queue_prompts) < obs.num_waiting and admit == len(queue_prompts):
             # unlisted waiting requests: reserve a listed-average prompt for each further admission
             mean_p = sum(queue_prompts) / len(queue_prompts) if queue_prompts else self.output_tokens_mean
@@ -207,5 +225,5 @@ class AdmissionGuard:
         if admit >= min(room, obs.num_waiting):
             # memory does not bind: every request the cap would admit fits, so the cap stands
             # (lowering it to n + admit would change nothing now and only make the cap chatter)
-            return cap, kv
-        return max(self.b_min, min(cap, n + admit)), kv
+            return cap, kv, backfilled
+        return max(self.b_min, min(cap, n + admit)), kv, backfilled

@@ -67,7 +67,9 @@ class _SlopeLimit:
     ``k_hat`` is an EMA of ``(y - intercept) / n`` over steps with ``n`` decodes: it includes the
     workload's real prefill load and attention over its real contexts, which the identified
     model (fitted on another workload) may underestimate.  The limit is the largest batch whose
-    mean step ``intercept + max(k_eff, k_hat) b`` stays at ``target``.
+    mean step ``intercept + max(k_eff, k_hat) b`` stays at the target: the design's
+    ``tpot_target_s``, or the TTFT supervisor's setpoint when the policy passes one (the TPOT
+    headroom traded for admission while the TTFT binds, ``docs/theory.md`` §8).
     """
 
     def __init__(self, m: Any, where: str) -> None:
@@ -79,12 +81,25 @@ class _SlopeLimit:
             raise PolicyError(f"{where}: params.model is malformed ({exc})") from None
         self.k_hat = 0.0
 
-    def update(self, obs: Observation) -> int:
+    def update(self, obs: Observation, target_s: float | None = None) -> int:
         n = obs.num_decode_tokens
         if n > 0 and math.isfinite(obs.last_step_s) and obs.last_step_s > 0:
             self.k_hat += 0.02 * ((obs.last_step_s - self.intercept_s) / n - self.k_hat)
         k = max(self.k_eff, self.k_hat)
-        return max(1, math.floor((self.target_s - self.intercept_s) / k)) if k > 0 else 1_000_000
+        target = self.target_s if target_s is None else target_s
+        return max(1, math.floor((target - self.intercept_s) / k)) if k > 0 else 1_000_000
+
+
+def _supervisor(pf: PolicyFile, target_s: float | None) -> SloSupervisor | None:
+    """Build the TTFT supervisor of ``optimal`` and ``mpc`` (``None`` without a TTFT SLO).
+
+    Its ``normal`` setpoint is the design's TPOT target (``target_s``, default ``0.9 * TPOT``).
+    """
+    tpot, ttft = float(pf.slos.get("tpot_s", 0.0)), pf.slos.get("ttft_s")
+    if ttft is None or not tpot > 0:
+        return None
+    fraction = target_s / tpot if target_s else 0.9
+    return SloSupervisor(tpot, float(ttft), priority=str(pf.params.get("priority", "tpot")), target_fraction=fraction)
 
 
 def _limits(plan: AdmissionPlan, tokens: Any, flags: frozenset[str] = frozenset()) -> BatchLimits:
@@ -142,7 +157,7 @@ class PIDPolicy:
             extra = {f"mode_{state.mode}"}
             if self.limit is not None:
                 # gain-scheduled upper saturation: conditional integration clips the state to it
-                bound = min(max(self.limit.update(observation), self.b_min), self.b_max)
+                bound = min(max(self.limit.update(observation, state.setpoint_s), self.b_min), self.b_max)
                 self.pid.output_limits = (self.b_min, bound)
                 if bound < self.b_max:
                     extra.add("model_limit")
@@ -184,15 +199,18 @@ class OptimalPolicy:
     The cap is the designed optimum ``b*``, lowered (never raised) when the measured mean step
     slope exceeds the design model's: ``k_hat`` is an EMA of ``(y - intercept) / n`` over steps
     with ``n`` decodes (it includes the workload's real prefill load and attention over its real
-    context), and the cap is ``min(b*, (tpot_target - intercept) / max(k_eff, k_hat))``.  Since
-    the cap never exceeds ``b*``, the static certificate's claims still hold.
+    context), and the cap is ``min(b*, (target - intercept) / max(k_eff, k_hat))``.  Since the
+    cap never exceeds ``b*``, the static certificate's claims still hold.
 
-    With a step-capped budget in the design (``params.step_cap``, ``docs/theory.md`` §6) the
-    token budget has two modes, switched by the TTFT supervisor (:class:`SloSupervisor`, with
-    hysteresis and dwell) on the TTFT the waiting requests would see under the step-capped
-    budget: ``normal`` keeps every step within the TPOT SLO (claim ``step_within_tpot_slo``:
-    no request misses TPOT, however few tokens it outputs); ``ttft``/``overload`` use the
-    throughput budget ``max_batched_tokens``, holding only the mean step.
+    With a TTFT SLO, the TTFT supervisor (:class:`SloSupervisor`, hysteresis and dwell), fed
+    the live TTFT pressure as the PID's, picks the mode: ``target`` is ``tpot_target``
+    (``0.9 * TPOT``) in ``normal`` and the TPOT SLO when the TTFT binds (``docs/theory.md`` §8).
+    With a step-capped budget in the design (``params.step_cap``, §6) a second supervisor of the
+    same kind picks the token budget, fed the TTFT the waiting requests *would* see under the
+    step-capped budget: ``normal`` keeps every step within the TPOT SLO (claim
+    ``step_within_tpot_slo``: no request misses TPOT, however few tokens it outputs); ``ttft`` /
+    ``overload`` use the throughput budget ``max_batched_tokens``, holding only the mean step
+    (flag ``budget_throughput``).
     """
 
     def __init__(self, pf: PolicyFile, ctx: PolicyContext) -> None:
@@ -202,7 +220,8 @@ class OptimalPolicy:
         m = pf.params.get("model")
         self.model = None if m is None else _SlopeLimit(m, "optimal policy")
         self.step_cap: tuple[int, float, float] | None = None
-        self.supervisor: SloSupervisor | None = None
+        self.supervisor = _supervisor(pf, None if self.model is None else self.model.target_s)
+        self.budget_supervisor = _supervisor(pf, None)
         sc = pf.params.get("step_cap")
         if sc is not None:
             where = "optimal policy params.step_cap"
@@ -213,8 +232,6 @@ class OptimalPolicy:
             except (KeyError, TypeError, ValueError) as exc:
                 raise PolicyError(f"{where} is malformed ({exc})") from None
             self.step_cap = (_int(sc, "max_batched_tokens", where), step_s, prompt)
-            ttft = pf.slos.get("ttft_s")
-            self.supervisor = SloSupervisor(step_s, None if ttft is None else float(ttft))
         self.reset()
 
     def reset(self) -> None:
@@ -222,26 +239,34 @@ class OptimalPolicy:
         self.guard.reset()
         if self.model is not None:
             self.model.k_hat = 0.0
-        if self.supervisor is not None:
-            self.supervisor.reset()
+        for sup in (self.supervisor, self.budget_supervisor):
+            if sup is not None:
+                sup.reset()
         self._pressure = 0.0
+        self._budget_pressure = 0.0
 
-    def _derated(self, obs: Observation) -> int:
-        return self.cap if self.model is None else min(self.cap, self.model.update(obs))
+    def _derated(self, obs: Observation, target_s: float | None) -> int:
+        return self.cap if self.model is None else min(self.cap, self.model.update(obs, target_s))
 
     def decide(self, observation: Observation) -> BatchLimits:
         """Return the (derated) optimum, lowered by the memory guard, with the deadline order."""
         try:
-            plan = self.guard.plan(observation, self._derated(observation))
-            if self.supervisor is None or self.step_cap is None:
-                return _limits(plan, self.tokens)
-            tokens, step_s, prompt = self.step_cap
-            # the queue's predicted TTFT under the step-capped budget, one decision late, picks the mode
+            if self.supervisor is None or self.budget_supervisor is None:
+                return _limits(self.guard.plan(observation, self._derated(observation, None)), self.tokens)
+            # the TTFT pressure of the last decision picks the mode (one decision late)
             state = self.supervisor.update(self._pressure)
+            plan = self.guard.plan(observation, self._derated(observation, state.setpoint_s))
+            self._pressure = _ttft_pressure(observation, plan)
+            flags = state.flags | {f"mode_{state.mode}"}
+            if self.step_cap is None:
+                return _limits(plan, self.tokens, flags)
+            tokens, step_s, prompt = self.step_cap
+            budget_state = self.budget_supervisor.update(self._budget_pressure)
             room = tokens - min(observation.num_running, plan.cap)
-            self._pressure = _queue_ttft_s(observation, room, step_s, prompt)
-            budget = tokens if state.mode == "normal" else self.tokens
-            return _limits(plan, budget, state.flags | {f"mode_{state.mode}"})
+            self._budget_pressure = _queue_ttft_s(observation, room, step_s, prompt)
+            if budget_state.mode == "normal":
+                return _limits(plan, tokens, flags)
+            return _limits(plan, self.tokens, flags | {"budget_throughput"})
         except Exception:  # never raise into the engine
             return BatchLimits(self.cap, self.tokens, flags=frozenset({"policy_fault"}))
 
@@ -276,6 +301,8 @@ class MPCPolicy:
         self.guard = _guard(pf, self.b_min)
         m = self.mpc
         self._k_eff = m.k_max + m.prefill_s_per_token * m.prompt / m.l_out
+        # the TTFT supervisor moves the soft TPOT target (normal: the design's) as the queue builds
+        self.supervisor = _supervisor(pf, m.tpot_target_s)
         self.reset()
 
     def reset(self) -> None:
@@ -289,6 +316,10 @@ class MPCPolicy:
         self._tokens = self.start_tokens
         self._demoted = 0
         self._k = 0.0
+        self._pressure = 0.0
+        self._flags: frozenset[str] = frozenset()
+        if self.supervisor is not None:
+            self.supervisor.reset()
         self.guard.reset()
 
     def decide(self, observation: Observation) -> BatchLimits:
@@ -306,6 +337,10 @@ class MPCPolicy:
                 # measured mean step slope (prefill load and real contexts included)
                 self._k += 0.02 * ((y - self.mpc.intercept_s) / n_dec - self._k)
             if (self._n - 1) % self.every_k == 0:
+                if self.supervisor is not None:
+                    state = self.supervisor.update(self._pressure)
+                    self.mpc.tpot_target_s = state.setpoint_s
+                    self._flags = state.flags | {f"mode_{state.mode}"}
                 # only the live queue counts against the TTFT soft constraint: demoted requests
                 # have missed their deadline whatever the cap
                 live = observation.num_waiting - self._demoted
@@ -319,7 +354,8 @@ class MPCPolicy:
                 self._plan_cap, self._tokens = cap, tokens
             plan = self.guard.plan(observation, self._plan_cap)
             self._demoted = plan.num_demoted
-            self._last = _limits(plan, self._tokens)
+            self._pressure = _ttft_pressure(observation, plan)
+            self._last = _limits(plan, self._tokens, self._flags)
             return self._last
         except Exception:  # never raise into the engine
             return BatchLimits(

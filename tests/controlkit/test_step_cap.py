@@ -146,6 +146,7 @@ def test_queue_pressure_switches_to_the_throughput_budget_with_hysteresis():
     budgets = [lim.max_batched_tokens for lim in busy]
     assert budgets[0] == capped and budgets[-1] == full  # switches, after a dwell
     first = budgets.index(full)
-    assert first >= pol.supervisor.dwell_decisions and set(budgets[first:]) == {full}  # and stays
+    assert first >= pol.budget_supervisor.dwell_decisions and set(budgets[first:]) == {full}  # and stays
+    assert "budget_throughput" in busy[-1].flags
     back = [pol.decide(obs(5 + i * 0.03, 0, 0.0)).max_batched_tokens for i in range(80)]
     assert back[0] == full and back[-1] == capped
