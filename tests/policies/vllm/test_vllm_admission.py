@@ -65,7 +65,7 @@ def _drive_admissions(
     from policies.vllm.scheduler import ControlledAsyncScheduler, ControlledScheduler
 
     cls = ControlledAsyncScheduler if async_mode else ControlledScheduler
-    sched = make_sched(cls, async_scheduling=async_mode, controlkit=HookConfig(policy=policy))
+    sched = make_sched(cls, async_scheduling=async_mode, controlkit=HookConfig(policy=policy, decide_budget_s=60.0))
     for i in range(n):
         sched.add_request(request_fn(f"r{i}", 20 + i, 4))
     admitted: list[str] = []

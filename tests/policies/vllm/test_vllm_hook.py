@@ -58,7 +58,7 @@ def test_admission_cap_holds_every_step_while_the_plan_changes(
     sched = make_sched(
         cls,
         async_scheduling=async_mode,
-        controlkit=HookConfig(policy=policy, step_log=str(tmp_path / "steps.jsonl")),
+        controlkit=HookConfig(policy=policy, step_log=str(tmp_path / "steps.jsonl"), decide_budget_s=60.0),
     )
     arrivals = _bursts(request_fn)
     res = drive_fn(sched, arrivals, max_steps=2000, depth2=async_mode)
@@ -154,9 +154,10 @@ def test_designed_controllers_run_in_the_real_scheduler(
     pf = _designed(kind)
     path = tmp_path / f"{kind}.json"
     pf.save(path)
-    # decide every step here (decide_period_s=0), so that decisions and steps line up one to one
+    # decide every step here (decide_period_s=0), so that decisions and steps line up one to one;
+    # no wall-clock budget: on a loaded machine a slow decide is a 'slow' fault, not what this tests
     sched = make_sched(ControlledScheduler, max_num_seqs=64,
-                       controlkit=HookConfig(policy=str(path), decide_period_s=0.0))
+                       controlkit=HookConfig(policy=str(path), decide_period_s=0.0, decide_budget_s=60.0))
     guard = sched.controlkit.guard
     decide_now, flags = guard.decide_now, []
 
