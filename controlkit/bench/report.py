@@ -22,6 +22,7 @@ from controlkit.bench.summary import (
     FEASIBLE_ATTAINMENT,
     capacities,
     check_goals,
+    feasible,
     pair_ratios,
     policies_in,
     summarize,
@@ -201,6 +202,27 @@ def _non_stationary(results: BenchResults) -> list[str]:
     ]
 
 
+def _losses(results: BenchResults) -> list[str]:
+    """Where each controller loses: feasible cells under the goal, pairs below the best static."""
+    table, feas = results.lookup(), feasible(results)
+    ctrls = [p for p in CONTROLLERS if any(c.task.policy == p for c in results.cells)]
+    rows = []
+    for plant, workload, load in sorted(feas):
+        for p in ctrls:
+            c, ref = table.get((plant, workload, load, p)), table.get((plant, workload, load, BEST_STATIC))
+            if c is not None and c.ok and ref is not None and c.slo_attainment < FEASIBLE_ATTAINMENT:
+                rows.append([p, f"`{plant}` × `{workload}` at load {load:g}",
+                             f"attainment {_pct(c.slo_attainment)} (best static {_pct(ref.slo_attainment)})"])
+    if BEST_STATIC in {c.task.policy for c in results.cells}:
+        for p in ctrls:
+            for (plant, workload), r in sorted(pair_ratios(results, p, BEST_STATIC).items()):
+                if r < 1.0:
+                    rows.append([p, f"`{plant}` × `{workload}`", f"goodput {fmt_ratio(r)} the best static"])
+    if not rows:
+        return []
+    return ["## Where the controllers lose", "", *_table(["controller", "where", "what"], rows)]
+
+
 def _full_tables(results: BenchResults) -> list[str]:
     lines = [
         "## The whole table",
@@ -269,7 +291,7 @@ def render_markdown(results: BenchResults, *, image_paths: Sequence[str] = ()) -
         f"{n_sim} simulated cells ({len(results.failures)} failed) in {results.wall_s:.0f} s ({results.executor}).",
         "",
     ]
-    body = [*_headline(results), *_non_stationary(results)]
+    body = [*_headline(results), *_losses(results), *_non_stationary(results)]
     body += [f"![{Path(p).stem}]({p})" for p in image_paths] + [""]
     body += [*_setup_section(results), *_full_tables(results), *_failures(results)]
     body += [
