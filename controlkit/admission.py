@@ -48,9 +48,51 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from controlkit.contract import Observation
 
 __all__ = ["AdmissionGuard", "AdmissionPlan"]
+
+#: Horizons (multiples of the mean remaining output) at which the expected-peak bound is taken.
+_PEAK_HORIZONS = np.array([0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0])
+
+
+class _PeakKV:
+    """Expected peak KV of the running set plus admissions, with ``z`` standard deviations.
+
+    Each request's remaining output is memoryless with mean ``r`` (the guard's model): after
+    ``h`` more decode steps it still runs with probability ``q**h`` (``q = 1 - 1/r``), holding
+    ``c + h`` tokens, else it has finished and freed its blocks.  Summed over requests, the KV
+    at ``h`` has mean ``sum (c + h) q**h`` and variance ``sum (c + h)**2 q**h (1 - q**h)``; the
+    bound is ``max_h mean + z sd`` in blocks (plus one partial block per live request).  The
+    running requests' contexts are taken equal (``C / n``; the engine reports totals only).
+    """
+
+    def __init__(self, obs: Observation, r_tokens: float, z: float) -> None:
+        self.bs = float(max(obs.block_size, 1))
+        self.z = z
+        r = max(r_tokens, 1.0)
+        self.h = _PEAK_HORIZONS * r
+        self.q = (1.0 - 1.0 / (r + 1.0)) ** self.h
+        n = max(obs.num_running, 0)
+        c = obs.kv_blocks_used * self.bs / n if n else 0.0
+        self.mean = n * (c + self.h) * self.q
+        self.var = n * (c + self.h) ** 2 * self.q * (1.0 - self.q)
+        self.count = n * self.q
+
+    def bound_blocks(self, prompt_tokens: float | None = None) -> float:
+        mean, var, count = self.mean, self.var, self.count
+        if prompt_tokens is not None:
+            mean = mean + (prompt_tokens + self.h) * self.q
+            var = var + (prompt_tokens + self.h) ** 2 * self.q * (1.0 - self.q)
+            count = count + self.q
+        return float(np.max((mean + self.z * np.sqrt(var)) / self.bs + count))
+
+    def add(self, prompt_tokens: float) -> None:
+        self.mean = self.mean + (prompt_tokens + self.h) * self.q
+        self.var = self.var + (prompt_tokens + self.h) ** 2 * self.q * (1.0 - self.q)
+        self.count = self.count + self.q
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +155,7 @@ class AdmissionGuard:
         b_min: int = 1,
         dwell_decisions: int = 50,
         backfill: bool = True,
+        peak_z: float | None = None,
     ) -> None:
         if not (0.0 <= kv_headroom < 1.0):
             raise ValueError(f"kv_headroom={kv_headroom!r}: expected 0 <= headroom < 1")
@@ -123,6 +166,7 @@ class AdmissionGuard:
         self.b_min = max(int(b_min), 1)
         self.dwell_decisions = max(int(dwell_decisions), 1)
         self.backfill = bool(backfill)
+        self.peak_z = None if peak_z is None else max(float(peak_z), 0.0)
         self.reset()
 
     def reset(self) -> None:
@@ -196,7 +240,8 @@ class AdmissionGuard:
         usable = total * (1.0 - self.kv_headroom)
         grow = math.ceil(self.output_tokens_mean / bs)
         n = obs.num_running
-        kv = float(obs.kv_blocks_used + n * grow)
+        peak = None if self.peak_z is None else _PeakKV(obs, self.output_tokens_mean, self.peak_z)
+        kv = float(obs.kv_blocks_used + n * grow) if peak is None else peak.bound_blocks()
         admit = 0
         room = cap - n
         taken: list[int] = []
@@ -204,7 +249,7 @@ class AdmissionGuard:
         for j, p in enumerate(queue_prompts):
             if admit >= room:
                 break
-            nxt = kv + math.ceil(p / bs) + grow
+            nxt = kv + math.ceil(p / bs) + grow if peak is None else peak.bound_blocks(p)
             if nxt > usable:
                 if not self.backfill or j < num_live:
                     break  # a request that can still meet its TTFT is never passed over
@@ -213,14 +258,24 @@ class AdmissionGuard:
             kv = nxt
             admit += 1
             taken.append(j)
+            if peak is not None:
+                peak.add(p)
         backfilled = taken if skipped and taken else None
         if admit < room and len(queue_prompts) < obs.num_waiting and admit == len(queue_prompts):
             # unlisted waiting requests: reserve a listed-average prompt for each further admission
             mean_p = sum(queue_prompts) / len(queue_prompts) if queue_prompts else self.output_tokens_mean
-            per = math.ceil(mean_p / bs) + grow
-            extra = int(max(usable - kv, 0.0) // per) if per > 0 else 0
-            extra = min(extra, room - admit, obs.num_waiting - len(queue_prompts))
-            kv += extra * per
+            limit = min(room - admit, obs.num_waiting - len(queue_prompts))
+            if peak is None:
+                per = math.ceil(mean_p / bs) + grow
+                extra = int(max(usable - kv, 0.0) // per) if per > 0 else 0
+                extra = min(extra, limit)
+                kv += extra * per
+            else:
+                extra = 0
+                while extra < limit and (nxt := peak.bound_blocks(mean_p)) <= usable:
+                    peak.add(mean_p)
+                    kv = nxt
+                    extra += 1
             admit += extra
         if admit >= min(room, obs.num_waiting):
             # memory does not bind: every request the cap would admit fits, so the cap stands

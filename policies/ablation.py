@@ -87,6 +87,7 @@ def build_static_guard(pf: PolicyFile, ctx: PolicyContext) -> StaticGuardPolicy:
         output_tokens_mean=_positive("output_tokens_mean", p.get("output_tokens_mean", 256.0), integer=False),
         kv_headroom=float(headroom),
         prefill_s_per_token=float(p.get("prefill_s_per_token", 0.0)),
+        peak_z=2.0,
     )
     return StaticGuardPolicy(cap, budget, guard)
 

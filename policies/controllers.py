@@ -56,6 +56,7 @@ def _guard(pf: PolicyFile, b_min: int) -> AdmissionGuard:
             kv_headroom=float(g.get("kv_headroom", 0.05)),
             prefill_s_per_token=float(g.get("prefill_s_per_token", 0.0)),
             b_min=b_min,
+            peak_z=float(g.get("peak_z", 2.0)),
         )
     except (TypeError, ValueError) as exc:
         raise PolicyError(f"{pf.kind} policy: params.guard is malformed ({exc})") from None
