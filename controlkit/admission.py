@@ -14,7 +14,10 @@ grow into after admitting the first ``a`` listed waiting requests (prompts ``P_i
 
 and the guard admits the largest ``a`` with ``K(a) <= capacity * (1 - headroom)``: the cap
 becomes ``min(cap, n + a)`` (never below ``b_min``; a lower cap never evicts).  When the
-running requests alone are predicted to overflow, nothing is admitted.
+running requests alone are predicted to overflow, nothing is admitted.  With ``peak_z`` set
+(the controllers use 2) ``K(a)`` is instead the expected *peak* KV plus ``peak_z`` standard
+deviations under the same memoryless model, in which finished requests free their blocks
+(:class:`_PeakKV`, ``docs/theory.md`` §5).
 
 **Deadline-aware admission order.**  With one TTFT SLO ``T`` for every request, earliest
 deadline first is first-come first-served -- until the queue is hopeless, when FCFS makes

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -209,3 +210,28 @@ def test_optimal_runtime_derates_on_slow_steps_and_never_exceeds_the_certified_c
     assert caps[-1] < b_star
     assert 0.0107 + 6e-4 * caps[-1] <= 0.9 * 0.032 + 1e-3
     design_mpc(SHORT, 0.032, 3.0).require_certified()
+
+
+@pytest.mark.parametrize(
+    ("n", "context", "r", "at_most"),
+    [(5, 100, 300, 0.16), (50, 100, 300, 0.08), (50, 500, 100, 0.01), (200, 500, 300, 0.01)],
+)
+def test_expected_peak_bound_is_rarely_exceeded_under_its_own_model(
+    n: int, context: int, r: int, at_most: float
+) -> None:
+    """Monte Carlo of the model the bound assumes (memoryless remaining outputs, mean ``r``).
+
+    The bound is mean + 2 sd of the KV at a grid of horizons; the realised peak over time
+    exceeds it in a few per cent of runs with few requests (where the absolute KV is small),
+    and almost never with many (measured: 14 %, 6 %, 0 %, 0 % for these cases).
+    """
+    from controlkit.admission import _PeakKV
+
+    rng = np.random.default_rng(0)
+    used = n * context // 16
+    bound_tokens = _PeakKV(Observation(0.0, n, 0, used, 10**9), r, 2.0).bound_blocks() * 16
+    remaining = rng.geometric(1.0 / (r + 1), size=(600, n)) - 1
+    t = np.arange(6 * r)
+    per_request = used * 16 / n
+    peaks = [(((per_request + t[:, None]) * (row[None, :] > t[:, None])).sum(axis=1)).max() for row in remaining]
+    assert np.mean(np.array(peaks) > bound_tokens) <= at_most
