@@ -57,6 +57,9 @@ from controlkit.contract import Observation
 
 __all__ = ["AdmissionGuard", "AdmissionPlan"]
 
+#: Late requests scanned past a misfit by the backfill (bounds its cost per decision).
+_BACKFILL_SCAN = 64
+
 #: Horizons (multiples of the mean remaining output) at which the expected-peak bound is taken.
 _PEAK_HORIZONS = np.array([0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0])
 
@@ -96,6 +99,26 @@ class _PeakKV:
         self.mean = self.mean + (prompt_tokens + self.h) * self.q
         self.var = self.var + (prompt_tokens + self.h) ** 2 * self.q * (1.0 - self.q)
         self.count = self.count + self.q
+
+    def prefix_fit(self, prompts: list[float], usable_blocks: float) -> tuple[int, float]:
+        """How many leading ``prompts`` fit together (the bound grows with each), and the bound then.
+
+        Vectorised over the prefixes: ``O(len(prompts) x horizons)`` array work, no Python loop.
+        """
+        if not prompts:
+            return 0, self.bound_blocks()
+        p = np.asarray(prompts, dtype=float)
+        a = np.arange(1, len(p) + 1, dtype=float)[:, None]
+        s1, s2 = np.cumsum(p)[:, None], np.cumsum(p * p)[:, None]
+        h, q = self.h[None, :], self.q[None, :]
+        mean = self.mean[None, :] + q * (s1 + a * h)
+        var = self.var[None, :] + q * (1.0 - q) * (s2 + 2.0 * h * s1 + a * h * h)
+        bound = np.max((mean + self.z * np.sqrt(var)) / self.bs + self.count[None, :] + a * q, axis=1)
+        k = int(np.searchsorted(bound > usable_blocks, True))  # bound is increasing in the prefix
+        if k:
+            self.mean, self.var = mean[k - 1], var[k - 1]
+            self.count = self.count + k * self.q
+        return k, float(bound[k - 1]) if k else self.bound_blocks()
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +266,9 @@ class AdmissionGuard:
         usable = total * (1.0 - self.kv_headroom)
         grow = math.ceil(self.output_tokens_mean / bs)
         n = obs.num_running
-        peak = None if self.peak_z is None else _PeakKV(obs, self.output_tokens_mean, self.peak_z)
-        kv = float(obs.kv_blocks_used + n * grow) if peak is None else peak.bound_blocks()
+        if self.peak_z is not None:
+            return self._memory_cap_peak(obs, cap, queue_prompts, num_live, usable)
+        kv = float(obs.kv_blocks_used + n * grow)
         admit = 0
         room = cap - n
         taken: list[int] = []
@@ -252,7 +276,7 @@ class AdmissionGuard:
         for j, p in enumerate(queue_prompts):
             if admit >= room:
                 break
-            nxt = kv + math.ceil(p / bs) + grow if peak is None else peak.bound_blocks(p)
+            nxt = kv + math.ceil(p / bs) + grow
             if nxt > usable:
                 if not self.backfill or j < num_live:
                     break  # a request that can still meet its TTFT is never passed over
@@ -261,27 +285,57 @@ class AdmissionGuard:
             kv = nxt
             admit += 1
             taken.append(j)
-            if peak is not None:
-                peak.add(p)
         backfilled = taken if skipped and taken else None
         if admit < room and len(queue_prompts) < obs.num_waiting and admit == len(queue_prompts):
             # unlisted waiting requests: reserve a listed-average prompt for each further admission
             mean_p = sum(queue_prompts) / len(queue_prompts) if queue_prompts else self.output_tokens_mean
             limit = min(room - admit, obs.num_waiting - len(queue_prompts))
-            if peak is None:
-                per = math.ceil(mean_p / bs) + grow
-                extra = int(max(usable - kv, 0.0) // per) if per > 0 else 0
-                extra = min(extra, limit)
-                kv += extra * per
-            else:
-                extra = 0
-                while extra < limit and (nxt := peak.bound_blocks(mean_p)) <= usable:
-                    peak.add(mean_p)
-                    kv = nxt
-                    extra += 1
+            per = math.ceil(mean_p / bs) + grow
+            extra = int(max(usable - kv, 0.0) // per) if per > 0 else 0
+            extra = min(extra, limit)
+            kv += extra * per
             admit += extra
-        if admit >= min(room, obs.num_waiting):
+        return self._capped(obs, cap, admit, kv, backfilled)
+
+    def _capped(
+        self, obs: Observation, cap: int, admit: int, kv: float, backfilled: list[int] | None
+    ) -> tuple[int, float, list[int] | None]:
+        if admit >= min(cap - obs.num_running, obs.num_waiting):
             # memory does not bind: every request the cap would admit fits, so the cap stands
             # (lowering it to n + admit would change nothing now and only make the cap chatter)
             return cap, kv, backfilled
-        return max(self.b_min, min(cap, n + admit)), kv, backfilled
+        return max(self.b_min, min(cap, obs.num_running + admit)), kv, backfilled
+
+    def _memory_cap_peak(
+        self, obs: Observation, cap: int, queue_prompts: list[int], num_live: int, usable: float
+    ) -> tuple[int, float, list[int] | None]:
+        """:meth:`_memory_cap` with the expected-peak bound (vectorised over the queue)."""
+        peak = _PeakKV(obs, self.output_tokens_mean, float(self.peak_z or 0.0))
+        room = cap - obs.num_running
+        listed = [float(p) for p in queue_prompts[: max(room, 0)]]
+        admit, kv = peak.prefix_fit(listed, usable)
+        taken = list(range(admit))
+        skipped = False
+        if self.backfill and admit < len(listed) and admit >= num_live:
+            # the first misfit is late: scan the rest (late ones only, the live ones all fit), skip misfits
+            for j in range(admit, min(len(queue_prompts), admit + _BACKFILL_SCAN)):
+                if len(taken) >= room:
+                    break
+                nxt = peak.bound_blocks(queue_prompts[j])
+                if nxt > usable:
+                    skipped = True
+                    continue
+                peak.add(queue_prompts[j])
+                kv = nxt
+                taken.append(j)
+            admit = len(taken)
+        backfilled = taken if skipped and taken else None
+        if admit < room and len(queue_prompts) < obs.num_waiting and admit == len(queue_prompts):
+            # unlisted waiting requests: a listed-average prompt for each further admission
+            mean_p = sum(queue_prompts) / len(queue_prompts) if queue_prompts else self.output_tokens_mean
+            limit = min(room - admit, obs.num_waiting - len(queue_prompts))
+            extra, bound = peak.prefix_fit([mean_p] * limit, usable)
+            if extra:
+                kv = bound
+            admit += extra
+        return self._capped(obs, cap, admit, kv, backfilled)
