@@ -235,3 +235,29 @@ def test_expected_peak_bound_is_rarely_exceeded_under_its_own_model(
     per_request = used * 16 / n
     peaks = [(((per_request + t[:, None]) * (row[None, :] > t[:, None])).sum(axis=1)).max() for row in remaining]
     assert np.mean(np.array(peaks) > bound_tokens) <= at_most
+
+
+@settings(max_examples=60)
+@given(
+    st.lists(st.integers(1, 3000), max_size=60),
+    st.integers(0, 80),
+    st.integers(0, 4000),
+    st.floats(100, 20000),
+)
+def test_expected_peak_prefix_fit_equals_admitting_one_by_one(
+    prompts: list[int], running: int, used: int, usable: float
+) -> None:
+    from controlkit.admission import _PeakKV
+
+    obs = Observation(0.0, running, len(prompts), used, 10**6)
+    fast = _PeakKV(obs, 300.0, 2.0)
+    k, _ = fast.prefix_fit([float(p) for p in prompts], usable)
+    slow = _PeakKV(obs, 300.0, 2.0)
+    n = 0
+    for p in prompts:
+        if slow.bound_blocks(p) > usable:
+            break
+        slow.add(p)
+        n += 1
+    assert k == n
+    assert math.isclose(fast.bound_blocks(), slow.bound_blocks(), rel_tol=1e-9)
