@@ -57,11 +57,39 @@ from controlkit.contract import Observation
 
 __all__ = ["AdmissionGuard", "AdmissionPlan"]
 
-#: Late requests scanned past a misfit by the backfill (bounds its cost per decision).
-_BACKFILL_SCAN = 64
-
 #: Horizons (multiples of the mean remaining output) at which the expected-peak bound is taken.
 _PEAK_HORIZONS = np.array([0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0])
+
+
+class _SumKV:
+    """The sum bound ``K(a)`` of the module docstring: every request's full expected growth at once."""
+
+    #: A backfill step is O(1) here, so the scan past a misfit is not bounded.
+    scan: int | None = None
+
+    def __init__(self, obs: Observation, r_tokens: float) -> None:
+        self.bs = max(obs.block_size, 1)
+        self.grow = math.ceil(r_tokens / self.bs)
+        self.kv = float(obs.kv_blocks_used + obs.num_running * self.grow)
+
+    def bound_blocks(self, prompt_tokens: float | None = None) -> float:
+        """Return the bound now, or after admitting one more prompt (blocks)."""
+        return self.kv if prompt_tokens is None else self.kv + math.ceil(prompt_tokens / self.bs) + self.grow
+
+    def add(self, prompt_tokens: float) -> None:
+        """Admit one prompt."""
+        self.kv = self.bound_blocks(prompt_tokens)
+
+    def prefix_fit(self, prompts: list[float], usable_blocks: float) -> tuple[int, float]:
+        """How many leading ``prompts`` fit together, and the bound then."""
+        k = 0
+        for p in prompts:
+            nxt = self.bound_blocks(p)
+            if nxt > usable_blocks:
+                break
+            self.kv = nxt
+            k += 1
+        return k, self.kv
 
 
 class _PeakKV:
@@ -75,6 +103,9 @@ class _PeakKV:
     running requests' contexts are taken equal (``C / n``; the engine reports totals only).
     """
 
+    #: Late requests scanned past a misfit by the backfill (bounds its cost per decision).
+    scan: int | None = 64
+
     def __init__(self, obs: Observation, r_tokens: float, z: float) -> None:
         self.bs = float(max(obs.block_size, 1))
         self.z = z
@@ -87,18 +118,19 @@ class _PeakKV:
         self.var = n * (c + self.h) ** 2 * self.q * (1.0 - self.q)
         self.count = n * self.q
 
+    def _with(self, prompt_tokens: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean, variance and live count after admitting one prompt of ``prompt_tokens``."""
+        held = prompt_tokens + self.h
+        return self.mean + held * self.q, self.var + held**2 * self.q * (1.0 - self.q), self.count + self.q
+
     def bound_blocks(self, prompt_tokens: float | None = None) -> float:
-        mean, var, count = self.mean, self.var, self.count
-        if prompt_tokens is not None:
-            mean = mean + (prompt_tokens + self.h) * self.q
-            var = var + (prompt_tokens + self.h) ** 2 * self.q * (1.0 - self.q)
-            count = count + self.q
+        """Return the bound now, or after admitting one more prompt (blocks)."""
+        mean, var, count = (self.mean, self.var, self.count) if prompt_tokens is None else self._with(prompt_tokens)
         return float(np.max((mean + self.z * np.sqrt(var)) / self.bs + count))
 
     def add(self, prompt_tokens: float) -> None:
-        self.mean = self.mean + (prompt_tokens + self.h) * self.q
-        self.var = self.var + (prompt_tokens + self.h) ** 2 * self.q * (1.0 - self.q)
-        self.count = self.count + self.q
+        """Admit one prompt."""
+        self.mean, self.var, self.count = self._with(prompt_tokens)
 
     def prefix_fit(self, prompts: list[float], usable_blocks: float) -> tuple[int, float]:
         """How many leading ``prompts`` fit together (the bound grows with each), and the bound then.
@@ -262,70 +294,29 @@ class AdmissionGuard:
         total = obs.kv_blocks_total
         if total <= 0:
             return cap, 0.0, None
-        bs = max(obs.block_size, 1)
         usable = total * (1.0 - self.kv_headroom)
-        grow = math.ceil(self.output_tokens_mean / bs)
-        n = obs.num_running
-        if self.peak_z is not None:
-            return self._memory_cap_peak(obs, cap, queue_prompts, num_live, usable)
-        kv = float(obs.kv_blocks_used + n * grow)
-        admit = 0
-        room = cap - n
-        taken: list[int] = []
-        skipped = False
-        for j, p in enumerate(queue_prompts):
-            if admit >= room:
-                break
-            nxt = kv + math.ceil(p / bs) + grow
-            if nxt > usable:
-                if not self.backfill or j < num_live:
-                    break  # a request that can still meet its TTFT is never passed over
-                skipped = True  # a late one is: a later, smaller prompt may still fit
-                continue
-            kv = nxt
-            admit += 1
-            taken.append(j)
-        backfilled = taken if skipped and taken else None
-        if admit < room and len(queue_prompts) < obs.num_waiting and admit == len(queue_prompts):
-            # unlisted waiting requests: reserve a listed-average prompt for each further admission
-            mean_p = sum(queue_prompts) / len(queue_prompts) if queue_prompts else self.output_tokens_mean
-            limit = min(room - admit, obs.num_waiting - len(queue_prompts))
-            per = math.ceil(mean_p / bs) + grow
-            extra = int(max(usable - kv, 0.0) // per) if per > 0 else 0
-            extra = min(extra, limit)
-            kv += extra * per
-            admit += extra
-        return self._capped(obs, cap, admit, kv, backfilled)
-
-    def _capped(
-        self, obs: Observation, cap: int, admit: int, kv: float, backfilled: list[int] | None
-    ) -> tuple[int, float, list[int] | None]:
-        if admit >= min(cap - obs.num_running, obs.num_waiting):
-            # memory does not bind: every request the cap would admit fits, so the cap stands
-            # (lowering it to n + admit would change nothing now and only make the cap chatter)
-            return cap, kv, backfilled
-        return max(self.b_min, min(cap, obs.num_running + admit)), kv, backfilled
-
-    def _memory_cap_peak(
-        self, obs: Observation, cap: int, queue_prompts: list[int], num_live: int, usable: float
-    ) -> tuple[int, float, list[int] | None]:
-        """:meth:`_memory_cap` with the expected-peak bound (vectorised over the queue)."""
-        peak = _PeakKV(obs, self.output_tokens_mean, float(self.peak_z or 0.0))
+        bound: _SumKV | _PeakKV = (
+            _SumKV(obs, self.output_tokens_mean)
+            if self.peak_z is None
+            else _PeakKV(obs, self.output_tokens_mean, self.peak_z)
+        )
         room = cap - obs.num_running
         listed = [float(p) for p in queue_prompts[: max(room, 0)]]
-        admit, kv = peak.prefix_fit(listed, usable)
+        admit, kv = bound.prefix_fit(listed, usable)
         taken = list(range(admit))
         skipped = False
         if self.backfill and admit < len(listed) and admit >= num_live:
-            # the first misfit is late: scan the rest (late ones only, the live ones all fit), skip misfits
-            for j in range(admit, min(len(queue_prompts), admit + _BACKFILL_SCAN)):
+            # the first misfit is late, and so is every request after it (live ones come first):
+            # a late request is passed over, a later, smaller prompt may still fit
+            stop = len(queue_prompts) if bound.scan is None else min(len(queue_prompts), admit + bound.scan)
+            for j in range(admit, stop):
                 if len(taken) >= room:
                     break
-                nxt = peak.bound_blocks(queue_prompts[j])
+                nxt = bound.bound_blocks(queue_prompts[j])
                 if nxt > usable:
                     skipped = True
                     continue
-                peak.add(queue_prompts[j])
+                bound.add(queue_prompts[j])
                 kv = nxt
                 taken.append(j)
             admit = len(taken)
@@ -334,8 +325,12 @@ class AdmissionGuard:
             # unlisted waiting requests: a listed-average prompt for each further admission
             mean_p = sum(queue_prompts) / len(queue_prompts) if queue_prompts else self.output_tokens_mean
             limit = min(room - admit, obs.num_waiting - len(queue_prompts))
-            extra, bound = peak.prefix_fit([mean_p] * limit, usable)
+            extra, after = bound.prefix_fit([mean_p] * limit, usable)
             if extra:
-                kv = bound
+                kv = after
             admit += extra
-        return self._capped(obs, cap, admit, kv, backfilled)
+        if admit >= min(room, obs.num_waiting):
+            # memory does not bind: every request the cap would admit fits, so the cap stands
+            # (lowering it to n + admit would change nothing now and only make the cap chatter)
+            return cap, kv, backfilled
+        return max(self.b_min, min(cap, obs.num_running + admit)), kv, backfilled
