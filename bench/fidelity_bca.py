@@ -5,8 +5,10 @@ four models and prints measured vs simulated output throughput, median TPOT, pre
 and the preemption onset (smallest N with preemptions) per model.
 With ``--split-half`` each run is replayed on a plant whose engine-side costs (prefill fixed
 cost, per-stalled-request cost, attention per context token) were fitted on the drain phases
-of the OTHER half of the runs (every other N), a held-out check of those three parameters.
-Usage: .venv/bin/python bench/fidelity_bca.py [--markdown] [--split-half]
+of the OTHER half of the runs (every other N), and whose engine-pause fractions were measured
+on that other half and interpolated in batch: a held-out check of those four quantities.
+``--no-pauses`` replays on plants without the engine-pause charge, for comparison.
+Usage: .venv/bin/python bench/fidelity_bca.py [--markdown] [--split-half] [--no-pauses]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--split-half", action="store_true", help="fit the drain-phase costs on the other half of the runs")
+    ap.add_argument("--no-pauses", action="store_true", help="plants without the engine-pause charge (for comparison)")
     args = ap.parse_args()
     runs = bca_runs()
     md = args.markdown
@@ -40,11 +43,17 @@ def main() -> None:
         if args.split_half:
             halves = (grid[0::2], grid[1::2])
             plants = {
-                n: vllm_h100_plant(model, drain_runs=halves[1] if n in halves[0] else halves[0]) for n in grid[:2]
+                n: vllm_h100_plant(
+                    model,
+                    drain_runs=halves[1] if n in halves[0] else halves[0],
+                    pause_runs=halves[1] if n in halves[0] else halves[0],
+                    pauses=not args.no_pauses,
+                )
+                for n in grid[:2]
             }
             plant_of = {n: plants[grid[0]] if n in halves[0] else plants[grid[1]] for n in grid}
         else:
-            plant = vllm_h100_plant(model)
+            plant = vllm_h100_plant(model, pauses=not args.no_pauses)
             plant_of = dict.fromkeys(grid, plant)
         meas_onset = sim_onset = None
         for n in grid:

@@ -49,7 +49,14 @@ from scipy.optimize import nnls
 
 from identification.errors import TelemetryError
 
-__all__ = ["SteadyTable", "StepCostFit", "fit_step_costs", "steady_context_tokens", "steady_table"]
+__all__ = [
+    "SteadyTable",
+    "StepCostFit",
+    "fit_step_costs",
+    "pause_fraction",
+    "steady_context_tokens",
+    "steady_table",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,8 @@ class SteadyTable:
         ``f = 1 - exp(-x / L)``: decode steps followed by a prefill step.
     prompt_s
         ``c * (x / L) * prompt_mean``: prompt-token cost per decode iteration (seconds).
+    max_num_seqs
+        The run's ``max_num_seqs`` ``N``.
     """
 
     batch: np.ndarray
@@ -81,6 +90,7 @@ class SteadyTable:
     preempted: np.ndarray
     prefill_frac: np.ndarray
     prompt_s: np.ndarray
+    max_num_seqs: np.ndarray
 
     def decode_s(self, prefill_base_s: float, idle_s_per_seq: float) -> np.ndarray:
         """Return the decode table ``D(x)`` for the given prefill-step costs (seconds)."""
@@ -157,7 +167,59 @@ def steady_table(model: str, idx: pd.DataFrame, ss: pd.DataFrame, prefill_s_per_
         preempted=(runs["preemptions_total"].fillna(0).to_numpy(float) > 0)[keep],
         prefill_frac=1.0 - np.exp(-xk / out_mean),
         prompt_s=prefill_s_per_token * (xk / out_mean) * prompt_mean,
+        max_num_seqs=runs["max_num_seqs"].to_numpy(int)[keep],
     )
+
+
+#: An interval is a pause interval when its wall time per decode iteration exceeds the local
+#: median of its neighbours by this factor (two of ~16 steps lost at the largest batches).
+PAUSE_THRESHOLD = 1.12
+#: Width (intervals) of the centred running median that gives each interval's reference.
+PAUSE_WINDOW = 11
+
+
+def pause_fraction(
+    bca: Path,
+    model: str,
+    max_num_seqs: int,
+    *,
+    threshold: float = PAUSE_THRESHOLD,
+    window: int = PAUSE_WINDOW,
+) -> float:
+    """Fraction of the steady-state wall time that the engine lost to pauses, in one run.
+
+    The engine of the BCA runs stalls now and then for 0.15-0.2 s (every few hundred seconds
+    at ``N = 1``, every 4-8 s at ``N >= 256``; the duration is the same at every batch, the
+    signature of Python's full garbage collection in vLLM 0.5's engine loop).  The median wall
+    time per decode iteration, which the decode table is built from, excludes these pauses;
+    the run's throughput and TPOT include them.
+
+    Over the 1-s intervals with ``running >= 0.95 N`` after the engine had seen every request
+    (the first peak of waiting + running + finished: the API server's ingestion of the 2,000
+    requests, which also idles the engine for about a second, is over), each interval's wall time per decode iteration
+    ``w = dt * running / generated_tokens`` is compared with the centred running median ``r``
+    of ``window`` intervals; an interval with ``w > threshold * r`` lost ``dt * (1 - r / w)``
+    seconds.  Returns the lost seconds over the window's wall seconds (0 when the window has
+    fewer than ``window`` intervals).  ``bench/fidelity_pauses.py`` shows how the replay moves
+    with ``threshold`` and ``window``.
+    """
+    d = _engine_metrics(bca / "background_engine_metrics.csv.gz")
+    r = d[(d["model"] == model) & (d["max_num_seqs"] == max_num_seqs)].sort_values("time_s")
+    if len(r) < 3:
+        return 0.0
+    t = r["time_s"].to_numpy(float)
+    arrived = (r["num_requests_waiting"] + r["num_requests_running"] + r["request_success_total"]).to_numpy(float)
+    running = r["num_requests_running"].to_numpy(float)[1:]
+    dt = np.diff(t)
+    gen = np.diff(r["generation_tokens_total"].to_numpy(float))
+    after_ingest = t[1:] > t[int(np.argmax(arrived))]
+    ok = (running >= 0.95 * max_num_seqs) & (gen > 0) & after_ingest
+    if ok.sum() < window:
+        return 0.0
+    w = dt[ok] * running[ok] / gen[ok]
+    ref = pd.Series(w).rolling(window, center=True, min_periods=window // 2).median().to_numpy()
+    lost = np.where(w > threshold * ref, dt[ok] * (1.0 - ref / w), 0.0)
+    return float(np.sum(lost) / np.sum(dt[ok]))
 
 
 def _drain_intervals(bca: Path, model: str, blocks_by_n: dict[int, int]) -> pd.DataFrame:

@@ -16,7 +16,10 @@ The step-time model shared by all plants is
   (vLLM 0.5's prefill-only steps still pay per-running-request bookkeeping);
 * plus, in steps that decode, ``context_s_per_token * (num_context_tokens - ref(b))``
   (attention over the KV cache beyond the context ``ref(b)`` the table was measured at;
-  ``ref = 0`` when the plant gives no ``context_ref_tokens``).
+  ``ref = 0`` when the plant gives no ``context_ref_tokens``);
+* all of it divided by ``1 - pause_frac(running)`` when the plant gives ``pause_frac``: the
+  share of wall time the engine loses to stalls outside the step itself (garbage collection
+  of vLLM 0.5's Python engine loop), interpolated on ``decode_batch`` and constant beyond it.
 
 Builders for named plants: :func:`load_plant` (``vllm-h100:<model>`` here; ``vidur-…``,
 ``splitwise-…`` and model files in :mod:`controlkit.sim.profiles`).
@@ -94,6 +97,10 @@ class Plant:
         prefill-only steps of whole prompts (vLLM 0.5 default).
     source
         Where the numbers came from (files, derivation), for reports.
+    pause_frac
+        Fraction of wall time lost to engine pauses at each measured batch (aligned with
+        ``decode_batch``, each in ``[0, 0.5)``); every step is divided by ``1 - frac`` at its
+        running count.  Empty: no pauses.
     """
 
     name: str
@@ -111,8 +118,10 @@ class Plant:
     idle_s_per_seq: float = 0.0
     chunked_prefill: bool = True
     source: str = ""
+    pause_frac: tuple[float, ...] = ()
     _lut: tuple[float, ...] = field(default=(), repr=False, compare=False)
     _ctx_lut: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    _pause_lut: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         xs, ys = self.decode_batch, self.decode_step_s
@@ -148,6 +157,16 @@ class Plant:
             ref[above] = self.context_ref_tokens[-1] + per_seq * (grid[above] - xs[-1])
             ref[below] = grid[below] * (self.context_ref_tokens[0] / xs[0])
             object.__setattr__(self, "_ctx_lut", tuple(float(v) for v in ref))
+        if self.pause_frac:
+            fr = np.asarray(self.pause_frac, float)
+            if len(fr) != len(xs) or not np.all((fr >= 0.0) & (fr < 0.5)):
+                raise ControlkitError(
+                    f"plant {self.name!r}: pause_frac must align with decode_batch and lie in [0, 0.5), "
+                    f"got {self.pause_frac}"
+                )
+            # constant beyond the measured range: no extrapolation of the pause rate
+            mult = 1.0 / (1.0 - np.interp(grid, np.asarray(xs, float), fr))
+            object.__setattr__(self, "_pause_lut", tuple(float(v) for v in mult))
 
     @property
     def batch_range(self) -> tuple[float, float]:
@@ -195,6 +214,9 @@ class Plant:
             t = max(0.5 * t, t + self.context_s_per_token * extra)
         if num_idle_seqs:
             t += self.idle_s_per_seq * num_idle_seqs
+        if self._pause_lut:
+            running = min(num_decode_seqs + num_idle_seqs, _LUT_MAX)
+            t *= self._pause_lut[running]
         return t
 
     def is_extrapolated(self, num_decode_seqs: int) -> bool:
@@ -230,7 +252,14 @@ def _prefill_fit_opt27(bca: Path) -> tuple[float, float]:
 
 
 def vllm_h100_plant(
-    model: str, data_dir: Path | None = None, *, drain_runs: Collection[int] | None = None
+    model: str,
+    data_dir: Path | None = None,
+    *,
+    drain_runs: Collection[int] | None = None,
+    pause_threshold: float | None = None,
+    pause_window: int | None = None,
+    pause_runs: Collection[int] | None = None,
+    pauses: bool = True,
 ) -> Plant:
     """Build the measured vLLM 0.5.2 plant on the 64 GB H100 of the BCA runs.
 
@@ -246,6 +275,10 @@ def vllm_h100_plant(
       token ``kappa`` (charged as ``kappa * (C - C_ref(b))`` against each table point's
       steady-state context): non-negative least squares on the drain intervals of the
       per-second engine metrics, the phase of each run without prefills.
+    * Engine pauses: the fraction of each run's steady-state wall time lost to the engine's
+      0.15-0.2 s stalls (:func:`~controlkit.sim.context_fit.pause_fraction`), charged on every
+      step as ``step / (1 - frac(running))``; runs with preemption carry the last clean run's
+      fraction, and beyond the measured range it stays constant.
     * KV capacity: ``num_gpu_blocks`` of the run at ``max_num_seqs=1``.
 
     The table and the fit come from the same runs that the fidelity replay compares against
@@ -261,6 +294,15 @@ def vllm_h100_plant(
     drain_runs
         Fit ``(a, k, kappa)`` on the drain intervals of these runs only (``max_num_seqs``
         values; default all), for held-out checks.
+    pause_threshold, pause_window
+        Detector settings of :func:`~controlkit.sim.context_fit.pause_fraction` (default
+        :data:`~controlkit.sim.context_fit.PAUSE_THRESHOLD`, ``PAUSE_WINDOW``), for the
+        sensitivity check ``bench/fidelity_pauses.py``.
+    pause_runs
+        Measure the pauses on these runs only (``max_num_seqs`` values; default all) and
+        interpolate the others in batch, for held-out checks.
+    pauses
+        Charge the engine pauses (default); False gives the plant without them.
     """
     if model not in BCA_MODELS:
         raise ControlkitError(f"unknown vllm-h100 model {model!r}; known: {', '.join(BCA_MODELS)}")
@@ -270,9 +312,24 @@ def vllm_h100_plant(
     runs = idx[idx["model"] == model].sort_values("max_num_seqs")
     _, c27 = _prefill_fit_opt27(bca)
     c = c27 * BCA_MODELS[model] / BCA_MODELS["opt-2.7b"]
-    from controlkit.sim.context_fit import fit_step_costs, steady_table
+    from controlkit.sim.context_fit import PAUSE_THRESHOLD, PAUSE_WINDOW, fit_step_costs, pause_fraction, steady_table
 
     fit = fit_step_costs(bca, model, steady_table(model, idx, ss, c), drain_runs=drain_runs)
+    pause: tuple[float, ...] = ()
+    if pauses:
+        thr = PAUSE_THRESHOLD if pause_threshold is None else pause_threshold
+        win = PAUSE_WINDOW if pause_window is None else pause_window
+        # runs with preemption: recompute prefills and stalls perturb the per-interval step rate
+        # the pause detector reads, so they carry the last clean run's fraction; with
+        # ``pause_runs`` the other runs are interpolated (in batch) from the listed ones
+        tb = fit.table
+        use = ~tb.preempted
+        if pause_runs is not None:
+            use &= np.isin(tb.max_num_seqs, list(pause_runs))
+        if not use.any():
+            raise ControlkitError(f"vllm-h100:{model}: no clean run to measure the engine pauses on")
+        measured = [pause_fraction(bca, model, int(n), threshold=thr, window=win) for n in tb.max_num_seqs[use]]
+        pause = tuple(float(v) for v in np.interp(tb.batch, tb.batch[use], measured))
     max_len = int(runs["max_model_len"].iloc[0])
     return Plant(
         name=f"vllm-h100:{model}",
@@ -283,6 +340,7 @@ def vllm_h100_plant(
         idle_s_per_seq=fit.idle_s_per_seq,
         context_s_per_token=fit.context_s_per_token,
         context_ref_tokens=tuple(float(v) for v in fit.table.context_ref_tokens),
+        pause_frac=pause,
         kv_blocks_total=int(runs["num_gpu_blocks"].iloc[0]),
         block_size=int(runs["block_size"].iloc[0]),
         max_model_len=max_len,

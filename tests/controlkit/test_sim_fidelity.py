@@ -8,14 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from controlkit.sim.context_fit import fit_step_costs, steady_table
+from controlkit.sim.context_fit import fit_step_costs, pause_fraction, steady_table
 from controlkit.sim.fidelity import bca_sharegpt_workload, bca_workload, measured_context_per_seq, replay_bca
 from controlkit.sim.plants import Plant, vllm_h100_plant
 
 
 @pytest.mark.parametrize(
     ("model", "n"),
-    [("llama-2-7b", 64), ("llama-2-7b", 256), ("llama-2-13b", 128), ("opt-2.7b", 128), ("opt-1.3b", 768)],
+    [
+        ("llama-2-7b", 64),
+        ("llama-2-7b", 256),
+        ("llama-2-13b", 128),
+        ("opt-2.7b", 128),
+        ("opt-2.7b", 384),
+        ("opt-1.3b", 768),
+    ],
 )
 def test_replay_matches_measured_throughput_and_median_tpot_within_5_percent(
     shared_data: Path, model: str, n: int
@@ -83,3 +90,66 @@ def test_context_cost_is_charged_on_decode_steps_only() -> None:
     assert p.step_s(0, 1000, num_context_tokens=50_000) == pytest.approx(0.015)
     assert p.step_s(1, 0, num_context_tokens=100) == pytest.approx(0.010)
     assert p.step_s(1, 0, num_context_tokens=1100) == pytest.approx(0.011)
+
+
+def _metrics_run(pauses_at: list[int], pause_s: float, n: int = 384, seconds: int = 100) -> pd.DataFrame:
+    """Per-second engine gauges of a run: 16 decode iterations of 62.5 ms each second, with
+    ``pause_s`` of each listed second lost to a stall (fewer iterations, same wall time)."""
+    rows = []
+    gen = 0.0
+    for i in range(seconds + 1):
+        rows.append({
+            "model": "toy", "max_num_seqs": n, "time_s": float(i),
+            "num_requests_waiting": 0.0 if i < 1 else 500.0, "num_requests_running": float(n if i >= 1 else 0),
+            "request_success_total": 0.0, "generation_tokens_total": gen,
+        })  # fmt: skip
+        busy = 1.0 - (pause_s if i + 1 in pauses_at else 0.0)
+        gen += n * busy / 0.0625 if i >= 1 else 0.0
+    return pd.DataFrame(rows)
+
+
+def test_pause_fraction_recovers_injected_stalls(tmp_path: Path) -> None:
+    bca = tmp_path / "bca_memory_gap"
+    bca.mkdir()
+    pauses_at = list(range(10, 95, 7))  # 13 stalls of 0.2 s in ~98 s of steady state
+    _metrics_run(pauses_at, 0.2).to_csv(bca / "background_engine_metrics.csv.gz", index=False)
+    window_s = 100 - 2  # intervals after the arrival peak (t = 1) and with data
+    assert pause_fraction(bca, "toy", 384) == pytest.approx(13 * 0.2 / window_s, rel=0.05)
+    clean = tmp_path / "clean" / "bca_memory_gap"
+    clean.mkdir(parents=True)
+    _metrics_run([], 0.0).to_csv(clean / "background_engine_metrics.csv.gz", index=False)
+    assert pause_fraction(clean, "toy", 384) == 0.0
+    # a stall shorter than the detector's threshold (a 5 % slower second) is not a pause
+    small = tmp_path / "small" / "bca_memory_gap"
+    small.mkdir(parents=True)
+    _metrics_run(pauses_at, 0.05).to_csv(small / "background_engine_metrics.csv.gz", index=False)
+    assert pause_fraction(small, "toy", 384) == 0.0
+
+
+def test_measured_pauses_grow_with_the_batch(shared_data: Path) -> None:
+    bca = shared_data / "bca_memory_gap"
+    for model in ("opt-2.7b", "llama-2-7b"):
+        assert pause_fraction(bca, model, 1) < 0.002
+        assert 0.01 < pause_fraction(bca, model, 128) < 0.06
+    plant = vllm_h100_plant("opt-2.7b", shared_data)
+    bare = vllm_h100_plant("opt-2.7b", shared_data, pauses=False)
+    assert plant.step_s(383, 0, 140_000) / bare.step_s(383, 0, 140_000) == pytest.approx(
+        1.0 / (1.0 - plant.pause_frac[-2]), rel=1e-3
+    )
+    assert plant.pause_frac[-1] == plant.pause_frac[-2]  # N = 512 preempted: carries N = 384
+
+
+def test_pause_charge_scales_every_step_and_rejects_bad_fractions() -> None:
+    from identification.errors import ControlkitError
+
+    base = Plant("toy", (1.0, 9.0), (0.010, 0.018), 0.005, 1e-5, kv_blocks_total=100)
+    p = Plant("toy", (1.0, 9.0), (0.010, 0.018), 0.005, 1e-5, kv_blocks_total=100, pause_frac=(0.0, 0.2))
+    assert p.step_s(1, 0) == pytest.approx(base.step_s(1, 0))
+    assert p.step_s(9, 0) == pytest.approx(base.step_s(9, 0) / 0.8)
+    assert p.step_s(5, 0) == pytest.approx(base.step_s(5, 0) / 0.9)
+    assert p.step_s(40, 0) == pytest.approx(base.step_s(40, 0) / 0.8)  # constant beyond the table
+    # a prefill-only step with stalled running requests pays at the running count
+    assert p.step_s(0, 1000, num_idle_seqs=9) == pytest.approx(base.step_s(0, 1000, num_idle_seqs=9) / 0.8)
+    for bad in [(0.1,), (0.0, 0.6), (-0.1, 0.0), (0.0, float("nan"))]:
+        with pytest.raises(ControlkitError, match="pause_frac"):
+            Plant("toy", (1.0, 9.0), (0.010, 0.018), 0.005, 1e-5, kv_blocks_total=100, pause_frac=bad)
