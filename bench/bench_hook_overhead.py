@@ -7,7 +7,9 @@ the variants in a rotating order (interleaved A/B/C..., so drift and noise hit a
 * ``off``: vLLM's own ``Scheduler.schedule`` / ``update_from_output`` (hook bypassed);
 * ``static``: the hook with the static policy (the hook's own floor: observation, guard,
   bookkeeping, a decision that costs next to nothing);
-* ``pid``: the hook with a designed PID policy (``controlkit.design.design_pid``);
+* ``pid``: the hook with a designed PID policy (``controlkit.design.design_pid``), deciding
+  every step (``decide_period_s=0``; the hook's default for a designed controller is its
+  design sample period, the ``pid@T`` row);
 * ``pid+log``: the same, plus the JSONL step log;
 * ``pid@T``: the PID decided at its design sample period (``decide_period_s="auto"``),
   the other steps only bookkeeping;
@@ -127,10 +129,13 @@ def measure(model_dir: str, running: int, policies: dict[str, Any], blocks: int,
     assert len(sched.running) == running, (len(sched.running), running)
     runtimes: dict[str, Any] = {"off": None}
     for name, pf in policies.items():
-        runtimes[name] = HookRuntime(sched, HookConfig(policy=pf, decide_budget_s=1.0))
+        # every step (decide_period_s=0): the hook's default, "auto", would decide a designed
+        # controller only at its design sample period, which is what pid@T measures
+        runtimes[name] = HookRuntime(sched, HookConfig(policy=pf, decide_budget_s=1.0, decide_period_s=0.0))
         if name == "pid":
             runtimes["pid+log"] = HookRuntime(sched, HookConfig(
-                policy=pf, decide_budget_s=1.0, step_log=str(log_dir / f"steps-{running}.jsonl")))
+                policy=pf, decide_budget_s=1.0, decide_period_s=0.0,
+                step_log=str(log_dir / f"steps-{running}.jsonl")))
             # the PID at its design sample period (CONTROLKIT_DECIDE_PERIOD_S=auto)
             runtimes["pid@T"] = HookRuntime(sched, HookConfig(policy=pf, decide_budget_s=1.0,
                                                                decide_period_s="auto"))

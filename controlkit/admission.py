@@ -168,7 +168,8 @@ class AdmissionPlan:
         ``{"memory_guard"}`` when the memory guard lowered the cap.
     predicted_kv_blocks
         ``K(a)`` for the admissions the cap allows (the guard keeps it within
-        ``capacity * (1 - headroom)`` whenever the running requests alone fit).
+        ``capacity * (1 - headroom)`` whenever the running requests alone fit); with nothing
+        waiting, the blocks in use.
     num_demoted
         Listed waiting requests moved behind the live ones.
     ttft_pressure_s
@@ -294,6 +295,9 @@ class AdmissionGuard:
         total = obs.kv_blocks_total
         if total <= 0:
             return cap, 0.0, None
+        if obs.num_waiting == 0:
+            # nothing to admit, so nothing to bound: the cap stands (the common decode-only step)
+            return cap, float(obs.kv_blocks_used), None
         usable = total * (1.0 - self.kv_headroom)
         bound: _SumKV | _PeakKV = (
             _SumKV(obs, self.output_tokens_mean)

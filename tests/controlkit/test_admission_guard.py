@@ -261,3 +261,15 @@ def test_expected_peak_prefix_fit_equals_admitting_one_by_one(
         n += 1
     assert k == n
     assert math.isclose(fast.bound_blocks(), slow.bound_blocks(), rel_tol=1e-9)
+
+
+@settings(max_examples=60)
+@given(st.integers(1, 600), st.integers(0, 9000), st.integers(1, 600), st.sampled_from([None, 2.0]))
+def test_guard_leaves_the_cap_alone_when_nothing_waits(running: int, used: int, cap: int, z: float | None) -> None:
+    """Nothing to admit, nothing to bound: the cap stands whatever memory holds (the fast path)."""
+    g = AdmissionGuard(ttft_slo_s=2.0, output_tokens_mean=300, peak_z=z)
+    plan = g.plan(Observation(0.0, running, 0, used, 10_000), cap)
+    assert plan.cap == cap
+    assert plan.order == ()
+    assert plan.predicted_kv_blocks == used
+    assert "memory_guard" not in plan.flags
