@@ -352,7 +352,7 @@ def vllm_h100_plant(
             "kv_usage_median), background_runs_index.csv (num_gpu_blocks; median_itl_ms of runs with "
             "preemption), offline_prefill_decode_times.csv (opt-2.7b prefill slope, scaled by parameters), "
             "background_engine_metrics.csv.gz (prefill fixed and per-stalled-request costs, attention cost "
-            "per context token: drain phases)"
+            "per context token: drain phases; engine-pause fraction per run: steady-state outlier seconds)"
         ),
     )
 
