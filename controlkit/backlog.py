@@ -10,7 +10,8 @@ loop's certificate; the setpoint only changes after a dwell of ``dwell_decisions
     ``bind_fraction * ttft_slo``: the setpoint rises to ``tpot_slo``, trading the TPOT
     headroom for admission (a larger cap, so the queue drains faster).
 ``overload``
-    TTFT pressure still above ``ttft_slo`` after the dwell in ``ttft`` mode: both SLOs cannot
+    TTFT pressure still above ``ttft_slo`` (or, with ``priority="ttft"``, waiting requests
+    already late: ``update(..., late=True)``) after the dwell in ``ttft`` mode: both SLOs cannot
     be met.  ``priority="tpot"`` keeps the setpoint at the TPOT SLO; ``priority="ttft"`` raises
     it to ``overload_factor * tpot_slo`` to admit more.  Either way the flag ``infeasible``
     is reported.
@@ -28,6 +29,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["SloSupervisor", "SupervisorState"]
@@ -85,9 +87,18 @@ class SloSupervisor:
             return self.overload_factor * self.tpot_slo_s
         return self.tpot_slo_s
 
-    def update(self, ttft_pressure_s: float) -> SupervisorState:
-        """Feed this decision's TTFT pressure (seconds); return the mode in force."""
+    def update(self, ttft_pressure_s: float, *, late: bool = False) -> SupervisorState:
+        """Feed this decision's TTFT pressure (seconds); return the mode in force.
+
+        ``late``: some waiting requests can no longer meet the TTFT SLO (the admission guard
+        demoted them).  The controllers feed the age of the oldest *live* request, which by
+        definition stays under the SLO, so without this signal ``overload`` could never be
+        entered.  With ``priority="ttft"`` a late queue counts as pressure above the SLO;
+        with ``priority="tpot"`` it is ignored (overload would not change the setpoint).
+        """
         slo = self.ttft_slo_s
+        if late and slo is not None and self.priority == "ttft":
+            ttft_pressure_s = max(ttft_pressure_s, math.nextafter(slo, math.inf))
         if slo is not None and ttft_pressure_s == ttft_pressure_s:  # not NaN
             up_at = (self.bind_fraction * slo, slo)
             if self._mode < 2 and ttft_pressure_s > up_at[self._mode]:

@@ -90,6 +90,13 @@ def _slos(tpot_slo_s: float, ttft_slo_s: float | None) -> dict[str, float]:
     return {"tpot_s": tpot_slo_s} | ({"ttft_s": ttft_slo_s} if ttft_slo_s is not None else {})
 
 
+def _priority(priority: str) -> str:
+    """Validate the overload priority of a design (``"tpot"`` or ``"ttft"``)."""
+    if priority not in ("tpot", "ttft"):
+        raise ValueError(f"priority={priority!r}: expected 'tpot' or 'ttft'")
+    return priority
+
+
 def design_pid(
     plant: DesignPlant,
     tpot_slo_s: float,
@@ -144,7 +151,7 @@ def design_pid(
         "controller": ctrl.to_dict(),
         "setpoint_s": setpoint,
         "target_fraction": target_fraction,
-        "priority": priority,
+        "priority": _priority(priority),
         "measurement": measurement,
         "reference_batch": op.batch,
         "max_batched_tokens": op.max_batched_tokens,
@@ -189,7 +196,12 @@ def step_cap_claim(plant: DesignPlant, batch: int, budget: int, tpot_slo_s: floa
 
 
 def design_optimal(
-    plant: DesignPlant, tpot_slo_s: float, ttft_slo_s: float | None = None, *, target_fraction: float = 0.9
+    plant: DesignPlant,
+    tpot_slo_s: float,
+    ttft_slo_s: float | None = None,
+    *,
+    target_fraction: float = 0.9,
+    priority: str = "tpot",
 ) -> Design:
     """Design the static constrained optimum (exported as a static config).
 
@@ -202,7 +214,8 @@ def design_optimal(
     ``b_run = min(b*, (target - a) / k_eff)`` running, every step stays within the TPOT SLO,
     so no request misses TPOT however short it is.  The runtime uses it while the TTFT has
     slack and the throughput budget when the TTFT pressure builds; the claim
-    ``step_within_tpot_slo`` certifies it.
+    ``step_within_tpot_slo`` certifies it.  ``priority`` (``"tpot"`` or ``"ttft"``) decides which SLO wins in
+    overload, as for :func:`design_pid`.
     """
     op = operating_point(plant, tpot_slo_s, ttft_slo_s)
     extra: tuple[Claim, ...] = ()
@@ -236,6 +249,7 @@ def design_optimal(
     params: dict[str, Any] = {
         "max_num_seqs": op.batch,
         "max_batched_tokens": op.max_batched_tokens,
+        "priority": _priority(priority),
         "operating_point": op.to_dict(),
         "guard": guard_params(plant),
         # the runtime derates (never raises) the cap when the measured step slope exceeds this model
@@ -309,8 +323,13 @@ def design_mpc(
     rate_limit: int = 8,
     horizon: int = 8,
     target_fraction: float = 0.9,
+    priority: str = "tpot",
 ) -> Design:
-    """Receding-horizon control of both knobs (see :mod:`controlkit.mpc`)."""
+    """Receding-horizon control of both knobs (see :mod:`controlkit.mpc`).
+
+    ``priority`` (``"tpot"`` or ``"ttft"``) decides which SLO wins in overload, as for
+    :func:`design_pid` (the TTFT supervisor, :mod:`controlkit.backlog`).
+    """
     op = operating_point(plant, tpot_slo_s, ttft_slo_s)
     cap_upper = min(plant.b_max, plant.memory_max_batch)
     b_ref = op.max_batched_tokens
@@ -326,6 +345,7 @@ def design_mpc(
         "budgets": sorted({max(op.batch, b_ref // 2), b_ref, 2 * b_ref}),
         "every_k": 1,
         "tpot_target_s": target_fraction * tpot_slo_s,
+        "priority": _priority(priority),
         "guard": guard_params(plant),
     }
     limits = {

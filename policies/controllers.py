@@ -142,6 +142,7 @@ class PIDPolicy:
         self.supervisor.reset()
         self.guard.reset()
         self._pressure = 0.0
+        self._late = False
         self.pid = make_pid(self.ctrl, self.supervisor.setpoint_for("normal"), self.b_min, self.b_max, self.start)
         self._last = BatchLimits(self.start, self.tokens)
 
@@ -153,7 +154,7 @@ class PIDPolicy:
                 plan = self.guard.plan(observation, self.pid.output)
                 return _limits(plan, self.tokens, frozenset({"no_measurement"}))
             # the order's live pressure at the last cap moves the setpoint (one decision late)
-            state = self.supervisor.update(self._pressure)
+            state = self.supervisor.update(self._pressure, late=self._late)
             self.pid.setpoint = state.setpoint_s
             extra = {f"mode_{state.mode}"}
             if self.limit is not None:
@@ -165,6 +166,7 @@ class PIDPolicy:
             cap = self.pid.step(y, self.ctrl.sample_period_s)
             plan = self.guard.plan(observation, cap)
             self._pressure = _ttft_pressure(observation, plan)
+            self._late = plan.num_demoted > 0
             self._last = _limits(plan, self.tokens, state.flags | extra)
             return self._last
         except Exception:  # never raise into the engine
@@ -244,6 +246,7 @@ class OptimalPolicy:
             if sup is not None:
                 sup.reset()
         self._pressure = 0.0
+        self._late = False
         self._budget_pressure = 0.0
 
     def _derated(self, obs: Observation, target_s: float | None) -> int:
@@ -255,9 +258,10 @@ class OptimalPolicy:
             if self.supervisor is None or self.budget_supervisor is None:
                 return _limits(self.guard.plan(observation, self._derated(observation, None)), self.tokens)
             # the TTFT pressure of the last decision picks the mode (one decision late)
-            state = self.supervisor.update(self._pressure)
+            state = self.supervisor.update(self._pressure, late=self._late)
             plan = self.guard.plan(observation, self._derated(observation, state.setpoint_s))
             self._pressure = _ttft_pressure(observation, plan)
+            self._late = plan.num_demoted > 0
             flags = state.flags | {f"mode_{state.mode}"}
             if self.step_cap is None:
                 return _limits(plan, self.tokens, flags)
@@ -318,6 +322,7 @@ class MPCPolicy:
         self._demoted = 0
         self._k = 0.0
         self._pressure = 0.0
+        self._late = False
         self._flags: frozenset[str] = frozenset()
         if self.supervisor is not None:
             self.supervisor.reset()
@@ -339,7 +344,7 @@ class MPCPolicy:
                 self._k += 0.02 * ((y - self.mpc.intercept_s) / n_dec - self._k)
             if (self._n - 1) % self.every_k == 0:
                 if self.supervisor is not None:
-                    state = self.supervisor.update(self._pressure)
+                    state = self.supervisor.update(self._pressure, late=self._late)
                     self.mpc.tpot_target_s = state.setpoint_s
                     self._flags = state.flags | {f"mode_{state.mode}"}
                 # only the live queue counts against the TTFT soft constraint: demoted requests
@@ -356,6 +361,7 @@ class MPCPolicy:
             plan = self.guard.plan(observation, self._plan_cap)
             self._demoted = plan.num_demoted
             self._pressure = _ttft_pressure(observation, plan)
+            self._late = plan.num_demoted > 0
             self._last = _limits(plan, self._tokens, self._flags)
             return self._last
         except Exception:  # never raise into the engine

@@ -107,9 +107,9 @@ def command(
             rate_limit=rate_limit,
         )
     elif controller == "optimal":
-        d = design_optimal(plant, tpot_slo_s, ttft_slo_s)
+        d = design_optimal(plant, tpot_slo_s, ttft_slo_s, priority=priority)
     else:
-        d = design_mpc(plant, tpot_slo_s, ttft_slo_s, rate_limit=rate_limit)
+        d = design_mpc(plant, tpot_slo_s, ttft_slo_s, rate_limit=rate_limit, priority=priority)
     click.echo(summary(d))
     pf = d.to_policy_file(allow_uncertified=allow_uncertified)
     pf.save(output)

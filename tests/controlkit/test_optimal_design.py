@@ -68,3 +68,32 @@ def test_supervisor_overload_flags_infeasible_and_priority_decides_the_setpoint(
         assert states[-1].mode == "overload" and "infeasible" in states[-1].flags
         assert states[-1].setpoint_s == pytest.approx(want)
         assert len({st_.mode for st_ in states[8:]}) == 1  # stays, no oscillation
+
+
+def test_a_late_queue_drives_the_ttft_priority_supervisor_into_overload_only():
+    """The controllers feed the oldest *live* request's age, which stays under the TTFT SLO by
+    definition; ``late=True`` (requests demoted) is what lets ``priority="ttft"`` reach overload."""
+    for prio, want_mode, want_setpoint in (("ttft", "overload", 0.075), ("tpot", "normal", 0.045)):
+        s = SloSupervisor(0.05, 2.0, priority=prio, dwell_decisions=3)
+        states = [s.update(0.0, late=True) for _ in range(10)]
+        assert states[-1].mode == want_mode
+        assert states[-1].setpoint_s == pytest.approx(want_setpoint)
+        # without the late signal the live pressure alone never exceeds the SLO: no overload
+        s2 = SloSupervisor(0.05, 2.0, priority=prio, dwell_decisions=3)
+        assert {s2.update(1.99).mode for _ in range(30)} <= {"normal", "ttft"}
+    # the queue recovers (no late requests, low pressure): back down, one dwell per mode
+    s = SloSupervisor(0.05, 2.0, priority="ttft", dwell_decisions=3)
+    for _ in range(10):
+        s.update(0.0, late=True)
+    assert [s.update(0.0).mode for _ in range(8)][-1] == "normal"
+
+
+@pytest.mark.parametrize("designer", ["pid", "optimal", "mpc"])
+def test_every_controller_design_records_its_priority(designer):
+    from controlkit.design import design_mpc, design_pid
+
+    p = DesignPlant.example()
+    fn = {"pid": design_pid, "optimal": design_optimal, "mpc": design_mpc}[designer]
+    assert fn(p, 0.05, 2.0, priority="ttft").params["priority"] == "ttft"
+    with pytest.raises(ValueError, match="priority"):
+        fn(p, 0.05, 2.0, priority="fast")

@@ -103,3 +103,25 @@ def test_memory_backfill_passes_over_late_requests_only(reqs, running, used):
     for i in live:
         if i not in admitted:
             assert all(pos[j] < pos[i] for j in admitted)
+
+
+def test_with_ttft_priority_a_late_queue_raises_every_controller_to_overload():
+    """Every waiting request already late (age 5 s > TTFT 2 s): the live pressure is 0, but
+    with ``priority="ttft"`` the demotions alone push the supervisor to ``overload``; with
+    the default ``"tpot"`` the controllers stay in ``normal``."""
+    designs = {
+        "pid": lambda prio: design_pid(P, TPOT, TTFT, method="simc", priority=prio),
+        "optimal": lambda prio: design_optimal(P, TPOT, TTFT, priority=prio),
+        "mpc": lambda prio: design_mpc(P, TPOT, TTFT, priority=prio),
+    }
+    for name, design in designs.items():
+        for prio, mode in (("ttft", "mode_overload"), ("tpot", "mode_normal")):
+            pol = build_policy(design(prio).to_policy_file(), CTX)
+            _, flags = run(pol, 5.0, 200)
+            assert mode in flags, (name, prio, sorted(flags))
+            assert "infeasible" in flags  # raised by the admission guard's demotions either way
+            if prio == "tpot":
+                assert "mode_overload" not in flags and "mode_ttft" not in flags, (name, sorted(flags))
+    pol = build_policy(designs["pid"]("ttft").to_policy_file(), CTX)
+    caps, _ = run(pol, 5.0, 400)
+    assert max(caps) == min(math.floor((1.5 * TPOT - P.intercept_s) / K), pol.b_max)
