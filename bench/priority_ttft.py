@@ -11,15 +11,14 @@ Usage: .venv/bin/python bench/priority_ttft.py RESULTS.json [WORKLOAD]   (defaul
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sys
 import warnings
 from typing import Any
 
-from controlkit.bench import backend
+from controlkit.bench.backend import SimBackend
 from controlkit.bench.grid import CellTask
-from controlkit.sim import SLO, load_workload, simulate
-from policies import build_policy
 
 PLANTS = ("vllm-h100:llama-2-7b", "vllm-h100:llama-2-13b", "vllm-h100:opt-2.7b")
 CONTROLLERS = ("pid", "optimal", "mpc")
@@ -38,6 +37,7 @@ def main() -> None:
     print(f"| plant | load | best static (req/s) | {head} |")
     print("|---|---:|---:|" + "---:|" * (2 * len(CONTROLLERS)))
     warnings.simplefilter("ignore")
+    sim = SimBackend()
     for plant_name in PLANTS:
         for load in (0.75, 1.0, 1.25):
             best = cells[(plant_name, workload, load, "best-static")][1]["goodput_req_s"]
@@ -45,23 +45,11 @@ def main() -> None:
             for name in CONTROLLERS:
                 t, m = cells[(plant_name, workload, load, name)]
                 task = CellTask(**t)
-                plant = backend._plant(task.plant)
-                wl = load_workload(
-                    task.workload_spec, rate_scale=task.rate_scale, num_requests=task.num_requests, seed=task.seed
-                )
                 spec = copy.deepcopy(task.spec)
                 assert isinstance(spec, dict), "controller cells carry their designed policy file"
                 spec["params"]["priority"] = "ttft"
-                res = simulate(
-                    plant,
-                    wl,
-                    build_policy(spec, backend._context(plant, task.max_num_seqs)),
-                    slo=SLO(ttft_s=task.ttft_slo_s, tpot_s=task.tpot_slo_s),
-                    max_num_seqs=task.max_num_seqs,
-                    seed=task.seed,
-                    horizon_s=task.horizon_s,
-                )
-                row += [f"{m['goodput_req_s'] / best:.2f}x", f"{res.metrics.goodput_req_s / best:.2f}x"]
+                ttft = sim.run_cell(dataclasses.replace(task, spec=spec))
+                row += [f"{m['goodput_req_s'] / best:.2f}x", f"{ttft['goodput_req_s'] / best:.2f}x"]
             print("| " + " | ".join(row) + " |", flush=True)
 
 

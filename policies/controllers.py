@@ -322,7 +322,6 @@ class MPCPolicy:
         self._demoted = 0
         self._k = 0.0
         self._pressure = 0.0
-        self._late = False
         self._flags: frozenset[str] = frozenset()
         if self.supervisor is not None:
             self.supervisor.reset()
@@ -344,7 +343,7 @@ class MPCPolicy:
                 self._k += 0.02 * ((y - self.mpc.intercept_s) / n_dec - self._k)
             if (self._n - 1) % self.every_k == 0:
                 if self.supervisor is not None:
-                    state = self.supervisor.update(self._pressure, late=self._late)
+                    state = self.supervisor.update(self._pressure, late=self._demoted > 0)
                     self.mpc.tpot_target_s = state.setpoint_s
                     self._flags = state.flags | {f"mode_{state.mode}"}
                 # only the live queue counts against the TTFT soft constraint: demoted requests
@@ -361,7 +360,6 @@ class MPCPolicy:
             plan = self.guard.plan(observation, self._plan_cap)
             self._demoted = plan.num_demoted
             self._pressure = _ttft_pressure(observation, plan)
-            self._late = plan.num_demoted > 0
             self._last = _limits(plan, self._tokens, self._flags)
             return self._last
         except Exception:  # never raise into the engine

@@ -196,12 +196,12 @@ def pause_fraction(
 
     Over the 1-s intervals with ``running >= 0.95 N`` after the engine had seen every request
     (the first peak of waiting + running + finished: the API server's ingestion of the 2,000
-    requests, which also idles the engine for about a second, is over), each interval's wall time per decode iteration
-    ``w = dt * running / generated_tokens`` is compared with the centred running median ``r``
-    of ``window`` intervals; an interval with ``w > threshold * r`` lost ``dt * (1 - r / w)``
-    seconds.  Returns the lost seconds over the window's wall seconds (0 when the window has
-    fewer than ``window`` intervals).  ``bench/fidelity_pauses.py`` shows how the replay moves
-    with ``threshold`` and ``window``.
+    requests, which also idles the engine for about a second, is over), each interval's wall
+    time per decode iteration ``w = dt * running / generated_tokens`` is compared with the
+    centred running median ``r`` of ``window`` intervals; an interval with ``w > threshold * r``
+    lost ``dt * (1 - r / w)`` seconds.  Returns the lost seconds over the window's wall seconds
+    (0 when the window has fewer than ``window`` intervals).  ``bench/fidelity_pauses.py`` shows
+    how the replay moves with ``threshold`` and ``window``.
     """
     d = _engine_metrics(bca / "background_engine_metrics.csv.gz")
     r = d[(d["model"] == model) & (d["max_num_seqs"] == max_num_seqs)].sort_values("time_s")
