@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "certify": ("controlkit.cli.certify", "Re-check a policy file's certificate against a model file."),
     "export": ("controlkit.cli.export", "Export a policy as a static vLLM config (args or YAML)."),
     "scrape": ("controlkit.cli.scrape", "Record a running engine's /metrics into a CSV that identify reads."),
+    "live-demo": ("controlkit.cli.live_demo", "Identify, design, hot-reload a policy on a live vLLM engine."),
 }
 
 

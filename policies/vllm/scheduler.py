@@ -204,6 +204,10 @@ class HookRuntime:
         record = self.observer.on_update(scheduler, output)
         if record is not None and self.step_log is not None:
             self.step_log.write(record)
+            if not scheduler.running and not scheduler.waiting:
+                # Drained: write now.  vLLM 0.32's CPU engine core shuts its executor down
+                # first and is often SIGKILLed before it reaches ``Scheduler.shutdown()``.
+                self.step_log.flush()
 
     def close(self) -> None:
         """Flush the step log and log the fault summary."""
