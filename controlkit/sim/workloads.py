@@ -18,6 +18,7 @@ tokens), sorted by arrival.  :func:`load_workload` builds one by name or from a 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,14 @@ _NAMED = {
 }
 
 
+@functools.lru_cache(maxsize=8)
+def _named_trace(name: str, data_dir: Path) -> Workload:
+    """Return a bundled trace, parsed once per process (workloads are never modified in place)."""
+    folder, fname = _NAMED[name]
+    wl = _read_file(data_dir / folder / fname)
+    return Workload(name, wl.arrival_s, wl.prompt_tokens, wl.output_tokens)
+
+
 def load_workload(
     name_or_path: str | Path,
     *,
@@ -299,9 +308,7 @@ def load_workload(
         raise ControlkitError(f"num_requests must be >= 1, got {num_requests}")
     text = str(name_or_path)
     if text in _NAMED:
-        folder, fname = _NAMED[text]
-        wl = _read_file((data_dir or default_data_dir()) / folder / fname)
-        wl = Workload(text, wl.arrival_s, wl.prompt_tokens, wl.output_tokens)
+        wl = _named_trace(text, data_dir or default_data_dir())
     elif Path(text).is_file():
         wl = _read_file(Path(text))
     else:
