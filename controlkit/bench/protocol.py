@@ -79,15 +79,15 @@ def cap_grid(upper: int, *, ratio: float = 1.25, extra: Sequence[int] = ()) -> t
     Examples
     --------
     >>> cap_grid(40)
-    (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 19, 24, 30, 37, 40)
+    (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 18, 22, 27, 33, 40)
     """
     if not 1.0 < ratio <= 1.25:
         raise PolicyError(f"cap grid ratio must be in (1, 1.25], got {ratio}")
     caps = set(range(1, min(8, upper) + 1))
-    c = 8.0
-    while c < upper:
-        c *= ratio
-        caps.add(min(upper, round(c)))
+    c = 8
+    while c < upper:  # floor: consecutive caps never differ by more than ``ratio``
+        c = min(upper, max(c + 1, math.floor(c * ratio)))
+        caps.add(c)
     caps.update(x for x in extra if 1 <= x <= upper)
     return tuple(sorted(caps))
 
