@@ -243,8 +243,8 @@ class Protocol:
 
 #: The protocol's table: what docs/benchmarks.md is rendered from (sized for <= 25 min on 2 cores).
 DEFAULT_PROTOCOL = Protocol(
-    plants=("vllm-h100:llama-2-7b", "vllm-h100:llama-2-13b", "splitwise-a100-tp4:llama2-70b"),
-    workloads=("azure-conv", "mooncake", "step:0.5:1.5"),
+    plants=("vllm-h100:llama-2-7b", "splitwise-a100-tp4:llama2-70b"),
+    workloads=("azure-conv", "mooncake"),
     tune_seeds=(0, 1),
     warmup_s=20.0,
     window_s=60.0,

@@ -240,6 +240,33 @@ def protocol_text(r: ProtocolResults) -> str:
 """
 
 
+#: How shedding, cancellation and SLO classes work (the features the protocol relies on).
+FEATURES_TEXT = """## Load shedding, client timeouts and SLO classes
+
+- **Client timeouts** (`SLO.timeout_s`, per SLO class): the simulator aborts a request that has no first token
+  `timeout_s` after it arrived, whether it waits or is part-way through a chunked prefill; its slot and KV blocks
+  are freed at once. Such requests end *timed out*.
+- **Early rejection**: a policy sheds load by returning `BatchLimits.reject` (indices into the listed waiting
+  requests; applied once, at that step), and `simulate(max_num_queued_reqs=N)` rejects arrivals while N requests
+  are unfinished, as vLLM's `--max-num-queued-reqs` answers HTTP 503. Such requests end *rejected*.
+- **Every request ends exactly once** as finished, rejected or timed out (`RequestOutcomes.status`; hypothesis tests
+  check it together with block conservation after every step); a rejected or timed-out request is never good.
+- **The admission layer's mode** (`AdmissionGuard(late_action=...)`, `params.guard.late_action` in a policy file,
+  `late_action=` in `static-guard`): `demote` (the default: late requests wait behind the live ones, bounded by their
+  clients' timeouts) or `reject` (late requests are shed at once). The protocol runs every policy behind the layer
+  in one mode.
+- **SLO classes**: `Workload.slo_class` indexes a sequence of `SLO`s passed to `simulate`; each class has its own
+  TTFT/TPOT targets and timeout, the policy sees `Observation.waiting_slo_class` and `class_ttft_slo_s`, the layer
+  admits live requests earliest-deadline-first over the classes' own targets, and `SimMetrics.class_attainment`
+  reports each class.
+- **In vLLM** (`policies/vllm/shed.py`): the hook turns `BatchLimits.reject` into
+  `Scheduler.finish_requests(ids, RequestStatus.FINISHED_ABORTED)` (vLLM's own abort path, which frees the blocks),
+  reports each shed request to its client with vLLM's `abort` finish reason at the next `update_from_output()`, and
+  counts them in `controlkit_requests_shed_total` (Prometheus text format, `LoadShedder.exposition()`). Client
+  timeouts need no hook: vLLM aborts a request when its client disconnects.
+"""
+
+
 def render_protocol(r: ProtocolResults) -> str:
     """Return the whole markdown report of a protocol run."""
     stats = cell_stats(r.holdout)
@@ -252,6 +279,6 @@ def render_protocol(r: ProtocolResults) -> str:
         "```", r.command or "controlkit bench", "```", "",
         f"{n_tune} tune cells + {n_hold} hold-out cells ({failed} failed) in {r.wall_s:.0f} s.", "",
         *_headline(r, stats), *_goal(r), *_losses(r, stats),
-        protocol_text(r).rstrip(), "", *_setup(r), *_full(r, stats),
+        protocol_text(r).rstrip(), "", FEATURES_TEXT, *_setup(r), *_full(r, stats),
     ]
     return "\n".join(lines).rstrip() + "\n"
