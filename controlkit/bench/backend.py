@@ -323,7 +323,9 @@ class SimBackend:
                 slo=SLO(ttft_s=task.ttft_slo_s, tpot_s=task.tpot_slo_s, timeout_s=task.timeout_s or None),
                 max_num_seqs=task.max_num_seqs,
                 seed=task.seed,
-                horizon_s=task.horizon_s,
+                # protocol cells: arrivals stop at the horizon, then the engine drains, so that every
+                # request arriving in the window ends (finished, rejected or timed out) before it is judged
+                horizon_s=None if window else task.horizon_s,
                 window_s=(task.warmup_s, task.warmup_s + task.window_s) if window else None,
             )
         metrics = {k: float(v) for k, v in result.metrics.to_dict().items() if isinstance(v, int | float)}

@@ -1,9 +1,9 @@
 """The benchmark protocol (docs/benchmarks.md states it; this module enforces it).
 
 - **Loads relative to measured capacity.**  Each (plant, workload) has its capacity
-  *measured* on the plant (:func:`measure_capacity`: the workload's own lengths, all at
-  once, the static caps of a coarse sweep; the highest completion rate at which >= 90% of
-  requests meet the TPOT SLO).  Load factors (default 0.5 ... 1.3) multiply it.
+  *measured* on the plant (:func:`~controlkit.bench.protocol_run.measure_capacity`: the
+  highest rate at which vLLM's default configuration meets both SLOs for >= 90% of the
+  requests of a tune window, by bisection).  Load factors (default 0.5 ... 1.3) multiply it.
 - **A fixed measurement window.**  Every cell simulates ``warmup_s + window_s + tail_s``
   seconds of arrivals; goodput counts the good requests that finish inside
   ``[warmup_s, warmup_s + window_s]`` divided by ``window_s``; attainment, rejection rate,

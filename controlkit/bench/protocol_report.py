@@ -165,15 +165,17 @@ def _losses(r: ProtocolResults, stats: dict[tuple[str, str, float, str], CellSta
 def _setup(r: ProtocolResults) -> list[str]:
     rows = []
     for p, s in r.setups.items():
-        cap = ", ".join(f"{w}: {c.get('capacity_req_s', math.nan):.2f} (cap {int(c.get('capacity_cap', 0))})"
-                        for w, c in r.capacity.get(p, {}).items())
+        cap = ", ".join(
+            f"{w}: {c.get('capacity_req_s', math.nan):.2f} (burst {c.get('burst_req_s', math.nan):.2f})"
+            for w, c in r.capacity.get(p, {}).items()
+        )
         caps = r.caps.get(p, ())
         rows.append([f"`{p}`", f"{1e3 * s.tpot_slo_s:.1f}", f"{s.ttft_slo_s:.2f}",
                      f"{r.protocol.timeout_factor * s.ttft_slo_s:.1f}", f"{s.default_cap}/{s.max_batched_tokens}",
                      cap, f"{len(caps)} caps {caps[0]}–{caps[-1]}" if caps else "n/a",
                      str(r.chosen.get(p, {}).get("static", "n/a")), str(r.chosen.get(p, {}).get("guarded", "n/a"))])
     head = ["plant", "TPOT SLO (ms)", "TTFT SLO (s)", "client timeout (s)", "vLLM default seqs/tokens",
-            "measured capacity, req/s (at cap)", "static sweep", "best bare cap (tune)", "best guarded cap (tune)"]
+            "measured capacity, req/s (first guess from a burst)", "static sweep", "best bare cap (tune)", "best guarded cap (tune)"]
     return ["## Plants, capacities and hindsight choices", "", *_table(head, rows)]
 
 
@@ -208,12 +210,14 @@ def protocol_text(r: ProtocolResults) -> str:
 - **Plants / workloads**: {", ".join(f"`{x}`" for x in p.plants)} × {", ".join(f"`{w}`" for w in p.workloads)}
   (`step:a:b`: Poisson, rate a × load × capacity, then b × load × capacity from half-way).
 - **Loads relative to measured capacity**: {", ".join(f"{x:g}" for x in p.loads)} × the capacity of each
-  (plant, workload), *measured* on the plant: {p.capacity_requests} requests of the workload's first window
-  arrive at once, for each static cap of 1, 2, 4, … the completion rate is measured, and the capacity is the
-  highest rate at which ≥ 90% of the requests meet the TPOT SLO.
-- **Fixed measurement window**: each cell simulates arrivals for warm-up {p.warmup_s:g} s + window
-  {p.window_s:g} s + a tail of max({p.tail_s:g} s, the client timeout). Goodput = requests that meet both SLOs
-  and *finish inside the window*, divided by the window length (never the policy's own drain time).
+  (plant, workload), *measured* on the plant: the highest arrival rate at which vLLM's default configuration
+  (bare) meets both SLOs for ≥ 90% of the requests (mean over the tune seeds' windows, with the same window,
+  timeout and warm-up as every cell), found by bisection in log-rate to 4%, starting from the completion rate of
+  the best TPOT-feasible static cap on a burst of {p.capacity_requests} of the workload's requests.
+- **Fixed measurement window**: each cell replays arrivals for warm-up {p.warmup_s:g} s + window
+  {p.window_s:g} s + a tail of max({p.tail_s:g} s, the client timeout), then lets the engine drain, so that every
+  request arriving in the window has ended before it is judged. Goodput = requests that meet both SLOs and
+  *finish inside the window*, divided by the window length (never the policy's own drain time).
   Attainment, rejection rate, timeout rate and the all-request TTFT p99 (time to the first token *or* to the
   rejection / abort) are over the requests that *arrive* in the window.
 - **Bounded waiting**: every request has a client timeout of {p.timeout_factor:g} × the plant's TTFT SLO; a

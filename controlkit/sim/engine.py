@@ -198,8 +198,8 @@ def simulate(
     tp = 0
     next_dl = dl_order[0][0] if n_dl else math.inf
     queue_cap = math.inf if max_num_queued_reqs is None else max_num_queued_reqs
-    class_ttft = tuple(c.ttft_s for c in classes)
     multi = len(classes) > 1
+    class_ttft = tuple(c.ttft_s for c in classes) if multi else ()
 
     policy.reset()
     limits = BatchLimits(ceiling, max_batched_tokens)
