@@ -175,7 +175,8 @@ def _setup(r: ProtocolResults) -> list[str]:
                      cap, f"{len(caps)} caps {caps[0]}–{caps[-1]}" if caps else "n/a",
                      str(r.chosen.get(p, {}).get("static", "n/a")), str(r.chosen.get(p, {}).get("guarded", "n/a"))])
     head = ["plant", "TPOT SLO (ms)", "TTFT SLO (s)", "client timeout (s)", "vLLM default seqs/tokens",
-            "measured capacity, req/s (first guess from a burst)", "static sweep", "best bare cap (tune)", "best guarded cap (tune)"]
+            "measured capacity, req/s (first guess from a burst)", "static sweep", "best bare cap (tune)",
+            "best guarded cap (tune)"]
     return ["## Plants, capacities and hindsight choices", "", *_table(head, rows)]
 
 

@@ -132,7 +132,11 @@ def _prepare(protocol: Protocol, name: str) -> PlantSetup:
         plants=(name,),
         workloads=("sharegpt",),
         loads=(1.0,),
-        policies=(*protocol.controllers, *(("bca",) if any(b.startswith("bca") for b in protocol.baselines) else ())),
+        policies=(
+            *protocol.controllers,
+            *(("bca",) if any(b.startswith("bca") for b in protocol.baselines) else ()),
+            "static-default",  # never empty; its spec is replaced by vLLM's per-GPU default below
+        ),
         static_caps=(max(vllm_default_limits(name)[0], 1),),
         slo=protocol.slo,
         id_num_requests=protocol.id_num_requests,

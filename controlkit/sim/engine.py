@@ -23,6 +23,7 @@ events keyed by the decode-step counter), so a step costs O(1) plus its events.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import warnings
@@ -51,6 +52,19 @@ def _slo_classes(slo: SLO | Sequence[SLO]) -> tuple[SLO, ...]:
 
 #: Waiting prompt lengths passed to the policy are truncated to the first this many.
 WAITING_OBS_LIMIT = 256
+
+#: Slot setters of :class:`Observation` in field order: building the (frozen, validation-free)
+#: observation through them skips the dataclass ``__init__``'s ``object.__setattr__`` per field.
+_OBS_SETTERS = tuple(Observation.__dict__[f.name].__set__ for f in dataclasses.fields(Observation))
+_new_object = object.__new__
+
+
+def _observation(*values: Any) -> Observation:
+    """Return ``Observation(*values)`` (all fields, in order), about three times faster."""
+    obs: Observation = _new_object(Observation)
+    for setter, value in zip(_OBS_SETTERS, values, strict=True):
+        setter(obs, value)
+    return obs
 
 
 def simulate(
@@ -353,7 +367,7 @@ def simulate(
             obs_version = wait_version
         # ages of the listed waiting requests (O(listed) per step, only while a queue exists)
         wait_age = tuple([t - a for a in wait_arr]) if wait_arr else ()
-        obs = Observation(
+        obs = _observation(
             t,
             len(running),
             len(waiting),

@@ -224,3 +224,17 @@ def test_static_guard_in_reject_mode_sheds_in_the_simulator() -> None:
     m = simulate(toy_plant(), w, pol, slo=SLO(0.2, 1.0, timeout_s=5.0), check_invariants=True).metrics
     assert m.num_shed >= 1 and m.num_timed_out == 0
     assert m.num_finished + m.num_shed == 6
+
+
+def test_the_engines_fast_observation_equals_the_dataclass() -> None:
+    import dataclasses
+
+    from controlkit.sim.engine import _observation
+
+    values = (1.5, 2, 3, 10, 100, 64, 2, 300, 0.01, 0, 1, (0.2,), 0.01, 0.5, (16, 32), (0.5, 0.1), 8, 512, 16,
+              (0, 1), (1.0, 5.0))
+    assert len(values) == len(dataclasses.fields(Observation))
+    fast, slow = _observation(*values), Observation(*values)
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.num_running = 0  # type: ignore[misc]  # the point: it stays frozen
