@@ -97,13 +97,18 @@ def trace_start_s(seed: int, needed_trace_s: float, span_s: float = TRACE_SPAN_S
 
     Windows of ``needed_trace_s`` trace seconds start at ``k * (span - needed) / 9``; they
     are disjoint when ten fit in the trace and overlap partly otherwise (never identical).
+    Tune and hold-out windows interleave (tune seed ``s`` is window ``k = 2s``, hold-out seed
+    ``5 + s`` is window ``k = 2s + 1``), so a trace whose burstiness drifts over the hour does not
+    put every calm window on one side of the split.
 
     Examples
     --------
     >>> trace_start_s(0, 300.0), trace_start_s(9, 300.0)
     (0.0, 3100.0)
     """
-    return max(span_s - needed_trace_s, 0.0) * seed / (NUM_WINDOWS - 1)
+    half = NUM_WINDOWS // 2
+    k = 2 * seed if seed < half else 2 * (seed - half) + 1
+    return max(span_s - needed_trace_s, 0.0) * k / (NUM_WINDOWS - 1)
 
 
 @dataclass(frozen=True, slots=True)
