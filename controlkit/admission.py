@@ -25,10 +25,19 @@ deadline first is first-come first-served -- until the queue is hopeless, when F
 get its first token in time: ``a_i + j / mu + P_i * c_p <= T``, where ``j`` is the number of
 live requests ahead of it beyond the free slots, ``mu`` the observed completion rate (an EMA;
 the rate at which slots free up) and ``c_p`` the prefill time per token.  Live requests are
-admitted first (FCFS among them), the others after them (FCFS): they are demoted, never
-dropped.  While requests are being demoted the load is infeasible for the TTFT SLO and the
-``infeasible`` flag is raised; it is held for ``dwell_decisions`` decisions after the last
-demotion so that it does not chatter.
+admitted first (FCFS among them), the others after them (FCFS).  What happens to a late
+request is the layer's *mode* (``late_action``): ``"demote"`` (the default) moves it behind
+the live ones -- it still waits, bounded by its client's timeout, which the engine enforces;
+``"reject"`` sheds it at once (:attr:`AdmissionPlan.reject`, passed on as
+:attr:`~controlkit.contract.BatchLimits.reject`: an HTTP 429/503-style answer that frees it
+and tells its client to retry elsewhere).  While requests are late the load is infeasible for
+the TTFT SLO and the ``infeasible`` flag is raised; it is held for ``dwell_decisions``
+decisions after the last late request so that it does not chatter.
+
+**SLO classes.**  When the engine lists each waiting request's class and each class's TTFT
+target (:attr:`~controlkit.contract.Observation.waiting_slo_class`,
+:attr:`~controlkit.contract.Observation.class_ttft_slo_s`), ``T`` is the request's own
+class's target and live requests are admitted earliest deadline (``T_i - a_i``) first.
 
 Examples
 --------
@@ -55,7 +64,10 @@ import numpy as np
 
 from controlkit.contract import Observation
 
-__all__ = ["AdmissionGuard", "AdmissionPlan"]
+__all__ = ["LATE_ACTIONS", "AdmissionGuard", "AdmissionPlan"]
+
+#: What the layer does with a request that can no longer meet its TTFT (its mode).
+LATE_ACTIONS: tuple[str, ...] = ("demote", "reject")
 
 #: Horizons (multiples of the mean remaining output) at which the expected-peak bound is taken.
 _PEAK_HORIZONS = np.array([0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0])
@@ -174,7 +186,10 @@ class AdmissionPlan:
         Listed waiting requests moved behind the live ones.
     ttft_pressure_s
         Age of the oldest *live* waiting request (0 when none): the TTFT pressure the cap can
-        still act on.
+        still act on (with SLO classes: the largest age as a fraction of its class's target,
+        times the first class's target).
+    reject
+        Late requests to shed now (``late_action="reject"``); empty in ``"demote"`` mode.
     """
 
     cap: int
@@ -183,6 +198,7 @@ class AdmissionPlan:
     predicted_kv_blocks: float
     num_demoted: int
     ttft_pressure_s: float
+    reject: tuple[int, ...] = ()
 
 
 class AdmissionGuard:
@@ -202,6 +218,9 @@ class AdmissionGuard:
         Smallest cap ever returned.
     dwell_decisions
         Decisions the ``infeasible`` flag is held after the last demotion.
+    late_action
+        ``"demote"`` (late requests wait behind the live ones, bounded by their clients'
+        timeouts) or ``"reject"`` (late requests are shed at once).
     """
 
     def __init__(
@@ -215,9 +234,13 @@ class AdmissionGuard:
         dwell_decisions: int = 50,
         backfill: bool = True,
         peak_z: float | None = None,
+        late_action: str = "demote",
     ) -> None:
         if not (0.0 <= kv_headroom < 1.0):
             raise ValueError(f"kv_headroom={kv_headroom!r}: expected 0 <= headroom < 1")
+        if late_action not in LATE_ACTIONS:
+            raise ValueError(f"late_action={late_action!r}: expected one of {', '.join(LATE_ACTIONS)}")
+        self.late_action = late_action
         self.ttft_slo_s = float(ttft_slo_s) if ttft_slo_s else None
         self.output_tokens_mean = max(float(output_tokens_mean), 1.0)
         self.kv_headroom = float(kv_headroom)
@@ -252,8 +275,14 @@ class AdmissionGuard:
         if self._hold > 0:
             self._hold -= 1
             flags.add("infeasible")
+        reject: tuple[int, ...] = ()
+        if demoted and self.late_action == "reject":
+            # shed the late tail; only the live requests are left to admit
+            reject, order = order[len(order) - demoted :], order[: len(order) - demoted]
+            flags.add("shed")
         queue = [prompts[i] for i in order] if order else list(prompts)
-        new_cap, kv, taken = self._memory_cap(obs, cap, queue, len(queue) - demoted)
+        num_live = len(queue) - (0 if reject else demoted)
+        new_cap, kv, taken = self._memory_cap(obs, cap, queue, num_live)
         if new_cap < cap:
             flags.add("memory_guard")
         if taken is not None:
@@ -262,7 +291,7 @@ class AdmissionGuard:
             chosen = set(taken)
             order = (*(base[j] for j in taken), *(base[j] for j in range(len(base)) if j not in chosen))
             flags.add("memory_backfill")
-        return AdmissionPlan(new_cap, order, frozenset(flags), kv, demoted, pressure)
+        return AdmissionPlan(new_cap, order, frozenset(flags), kv, demoted, pressure, reject)
 
     # -- deadline order ------------------------------------------------------------------
     def _order(self, obs: Observation, cap: int) -> tuple[tuple[int, ...], int, float]:
@@ -276,6 +305,9 @@ class AdmissionGuard:
         live: list[int] = []
         late: list[int] = []
         pressure = 0.0
+        targets = self._class_targets(obs)
+        if targets is not None:
+            return self._order_classes(obs, targets, mu, free_slots)
         for i, (age, p) in enumerate(zip(ages, prompts, strict=True)):
             ahead = max(len(live) - free_slots, 0)
             wait = ahead / mu if mu > 0 else 0.0
@@ -287,6 +319,40 @@ class AdmissionGuard:
         if not late:
             return (), 0, pressure
         return (*live, *late), len(late), pressure
+
+    @staticmethod
+    def _class_targets(obs: Observation) -> list[float] | None:
+        """Each listed request's own TTFT target, when the engine reports SLO classes."""
+        cls, per_class = obs.waiting_slo_class, obs.class_ttft_slo_s
+        if not cls or not per_class or len(cls) != len(obs.waiting_age_s):
+            return None
+        if any(not (0 <= c < len(per_class)) for c in cls):
+            return None
+        return [per_class[c] for c in cls]
+
+    def _order_classes(
+        self, obs: Observation, targets: list[float], mu: float, free_slots: int
+    ) -> tuple[tuple[int, ...], int, float]:
+        """Earliest deadline first over the classes' own targets; late requests after the live."""
+        ages, prompts = obs.waiting_age_s, obs.waiting_prompt_tokens
+        by_deadline = sorted(range(len(ages)), key=lambda i: targets[i] - ages[i])
+        live: list[int] = []
+        late: list[int] = []
+        pressure = 0.0
+        ref = obs.class_ttft_slo_s[0]
+        for i in by_deadline:
+            ahead = max(len(live) - free_slots, 0)
+            wait = ahead / mu if mu > 0 else 0.0
+            if ages[i] + wait + prompts[i] * self.prefill_s_per_token <= targets[i]:
+                live.append(i)
+                pressure = max(pressure, ref * ages[i] / targets[i])
+            else:
+                late.append(i)
+        late.sort()
+        order = (*live, *late)
+        if not late and order == tuple(range(len(ages))):
+            return (), 0, pressure
+        return order, len(late), pressure
 
     # -- memory guard --------------------------------------------------------------------
     def _memory_cap(

@@ -54,6 +54,11 @@ class Observation:
         The limits in force during the last step.
     block_size
         Tokens per KV block.
+    waiting_slo_class
+        SLO class of each listed waiting request (same order as
+        :attr:`waiting_prompt_tokens`); empty when every request has class 0.
+    class_ttft_slo_s
+        TTFT target of each SLO class (index = class); empty when the engine has one SLO.
     """
 
     t_s: float
@@ -75,6 +80,8 @@ class Observation:
     max_active_seqs: int = 0
     max_batched_tokens: int = 0
     block_size: int = 16
+    waiting_slo_class: tuple[int, ...] = ()
+    class_ttft_slo_s: tuple[float, ...] = ()
 
     @property
     def kv_usage(self) -> float:
@@ -99,12 +106,18 @@ class BatchLimits:
     flags
         Status flags for telemetry, e.g. ``{"infeasible"}`` when the policy judges that the
         SLOs cannot all be met at the current load.
+    reject
+        Load shedding: indices into :attr:`Observation.waiting_prompt_tokens` of waiting
+        requests to reject *now* (the engine answers them with an error, as HTTP 429/503,
+        and frees them); empty (the default) rejects nothing, so requests wait -- bounded by
+        their clients' timeouts.  Applied once, at the step the limits are returned.
     """
 
     max_active_seqs: int
     max_batched_tokens: int | None = None
     admission_order: tuple[int, ...] = ()
     flags: frozenset[str] = field(default_factory=frozenset)
+    reject: tuple[int, ...] = ()
 
 
 @runtime_checkable
@@ -207,11 +220,23 @@ def sanitize_limits(
         tokens = max(min_batched_tokens, tokens)
         if max_batched_tokens_ceiling is not None:
             tokens = min(tokens, max_batched_tokens_ceiling)
-    order = raw.admission_order
-    if order:
-        if num_waiting is not None and any(
-            (_as_int(i) is None) or not (0 <= int(i) < num_waiting) for i in order
-        ):
-            return SanitizedLimits(last_safe, "admission_order holds an index outside the waiting queue")
-        order = tuple(int(i) for i in order)
-    return SanitizedLimits(BatchLimits(cap, tokens, order, frozenset(raw.flags)))
+    order = _indices(raw.admission_order, num_waiting)
+    if order is None:
+        return SanitizedLimits(last_safe, "admission_order holds an index outside the waiting queue")
+    reject = _indices(raw.reject, num_waiting)
+    if reject is None:
+        return SanitizedLimits(last_safe, "reject holds an index outside the waiting queue")
+    return SanitizedLimits(BatchLimits(cap, tokens, order, frozenset(raw.flags), tuple(dict.fromkeys(reject))))
+
+
+def _indices(values: tuple[int, ...], num_waiting: int | None) -> tuple[int, ...] | None:
+    """Integer indices into the waiting list, or ``None`` when one is not a valid index."""
+    if not values:
+        return ()
+    out: list[int] = []
+    for v in values:
+        i = _as_int(v)
+        if i is None or i < 0 or (num_waiting is not None and i >= num_waiting):
+            return None
+        out.append(i)
+    return tuple(out)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from controlkit.admission import AdmissionGuard
+from controlkit.admission import LATE_ACTIONS, AdmissionGuard
 from controlkit.contract import BatchLimits, Observation
 from controlkit.policyfile import PolicyFile
 from identification.errors import PolicyError
@@ -28,7 +28,7 @@ from policies.registry import PolicyContext, register
 __all__ = ["StaticGuardPolicy", "build_static_guard"]
 
 _PARAMS = ("max_num_seqs", "max_num_batched_tokens", "ttft_s", "output_tokens_mean", "kv_headroom",
-           "prefill_s_per_token")
+           "prefill_s_per_token", "late_action")
 
 
 class StaticGuardPolicy:
@@ -52,7 +52,7 @@ class StaticGuardPolicy:
     def decide(self, observation: Observation) -> BatchLimits:
         """Return the fixed cap after the memory guard, and the deadline-aware order."""
         plan = self.guard.plan(observation, self.max_num_seqs)
-        return BatchLimits(plan.cap, self.max_num_batched_tokens, plan.order, plan.flags)
+        return BatchLimits(plan.cap, self.max_num_batched_tokens, plan.order, plan.flags, plan.reject)
 
     def reset(self) -> None:
         """Forget the guard's completion-rate estimate and flag latch."""
@@ -88,8 +88,15 @@ def build_static_guard(pf: PolicyFile, ctx: PolicyContext) -> StaticGuardPolicy:
         kv_headroom=float(headroom),
         prefill_s_per_token=float(p.get("prefill_s_per_token", 0.0)),
         peak_z=2.0,
+        late_action=_late_action(p.get("late_action", "demote")),
     )
     return StaticGuardPolicy(cap, budget, guard)
+
+
+def _late_action(value: object) -> str:
+    if value not in LATE_ACTIONS:
+        raise PolicyError(f"static-guard: late_action={value!r} must be one of {', '.join(LATE_ACTIONS)}")
+    return str(value)
 
 
 register("static-guard", build_static_guard)

@@ -57,6 +57,7 @@ def _guard(pf: PolicyFile, b_min: int) -> AdmissionGuard:
             prefill_s_per_token=float(g.get("prefill_s_per_token", 0.0)),
             b_min=b_min,
             peak_z=float(g.get("peak_z", 2.0)),
+            late_action=str(g.get("late_action", "demote")),
         )
     except (TypeError, ValueError) as exc:
         raise PolicyError(f"{pf.kind} policy: params.guard is malformed ({exc})") from None
@@ -104,7 +105,7 @@ def _supervisor(pf: PolicyFile, target_s: float | None) -> SloSupervisor | None:
 
 
 def _limits(plan: AdmissionPlan, tokens: Any, flags: frozenset[str] = frozenset()) -> BatchLimits:
-    return BatchLimits(plan.cap, tokens, plan.order, plan.flags | flags)
+    return BatchLimits(plan.cap, tokens, plan.order, plan.flags | flags, plan.reject)
 
 
 class PIDPolicy:

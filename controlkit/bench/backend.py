@@ -300,25 +300,49 @@ class SimBackend:
 
         plant = _plant(task.plant)
         sink: list[str] = []
+        window = task.window_s > 0
         with _recorded_warnings(sink):
             wl = load_workload(
-                task.workload_spec, rate_scale=task.rate_scale, num_requests=task.num_requests, seed=task.seed
+                task.workload_spec,
+                rate_scale=task.rate_scale,
+                num_requests=task.num_requests if not window or task.workload_spec.startswith("sharegpt") else None,
+                seed=task.seed,
+                start_s=task.start_s,
             )
+            if window:
+                wl = _window(wl, task)
             policy = build_policy(task.spec, _context(plant, task.max_num_seqs))
+            if task.guard:
+                from controlkit.bench.guarded import GuardedPolicy
+
+                policy = GuardedPolicy(policy, task.guard, ttft_slo_s=task.ttft_slo_s)
             result = simulate(
                 plant,
                 wl,
                 policy,
-                slo=SLO(ttft_s=task.ttft_slo_s, tpot_s=task.tpot_slo_s),
+                slo=SLO(ttft_s=task.ttft_slo_s, tpot_s=task.tpot_slo_s, timeout_s=task.timeout_s or None),
                 max_num_seqs=task.max_num_seqs,
                 seed=task.seed,
-                horizon_s=task.horizon_s,
+                # protocol cells: arrivals stop at the horizon, then the engine drains, so that every
+                # request arriving in the window ends (finished, rejected or timed out) before it is judged
+                horizon_s=None if window else task.horizon_s,
+                window_s=(task.warmup_s, task.warmup_s + task.window_s) if window else None,
             )
         metrics = {k: float(v) for k, v in result.metrics.to_dict().items() if isinstance(v, int | float)}
         offered = (len(wl) - 1) / wl.duration_s if len(wl) > 1 and wl.duration_s > 0 else math.nan
         metrics["offered_rate_req_s"] = offered
         metrics["num_warnings"] = float(len(sink))
         return metrics
+
+
+def _window(wl: Any, task: CellTask) -> Any:
+    """Return the requests of a protocol cell's horizon; a trace window rescaled to its own mean rate."""
+    if task.rate_req_s > 0 and len(wl) > 1:
+        inside = int((wl.arrival_s < task.horizon_s).sum())  # arrivals at the first-guess scale
+        local = inside / task.horizon_s
+        if local > 0:
+            wl = wl.subset(slice(None), rate_scale=task.rate_req_s / local)
+    return wl.subset(wl.arrival_s < task.horizon_s)
 
 
 def _context(plant: Any, ceiling: int) -> Any:

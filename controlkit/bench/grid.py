@@ -252,6 +252,14 @@ class CellTask:
 
     ``spec`` is empty and ``error`` set when the policy could not be prepared; the runner
     then reports the cell as failed without simulating it.
+
+    The protocol's fields (:mod:`controlkit.bench.protocol`; all 0 / empty in the legacy
+    grid): ``window_s`` > 0 measures over ``[warmup_s, warmup_s + window_s]`` and simulates
+    to ``horizon_s``, replaying every request that arrives before it (``num_requests`` is
+    then ignored); ``timeout_s`` is the client timeout; ``start_s`` the trace window's start;
+    ``guard`` the admission layer's parameters when the policy runs behind it; ``rate_req_s``
+    > 0 rescales a trace window so that its *own* mean arrival rate over the horizon is this
+    (``rate_scale`` is then only the first guess of the window's length).
     """
 
     plant: str
@@ -268,6 +276,12 @@ class CellTask:
     horizon_s: float
     seed: int
     error: str = ""
+    warmup_s: float = 0.0
+    window_s: float = 0.0
+    timeout_s: float = 0.0
+    start_s: float = 0.0
+    guard: Mapping[str, Any] | None = None
+    rate_req_s: float = 0.0
 
     @property
     def key(self) -> tuple[str, str, float]:

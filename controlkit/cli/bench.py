@@ -20,6 +20,7 @@ from controlkit.bench.report import write_report
 from controlkit.bench.results import BenchResults
 from controlkit.bench.suite import run_bench
 from controlkit.bench.summary import summarize
+from identification.errors import ControlkitError
 
 __all__ = ["command"]
 
@@ -67,6 +68,14 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...] | None:
 )
 @click.option("--no-plots", is_flag=True, help="Skip the matplotlib plots.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--legacy-grid",
+    is_flag=True,
+    help="Run the pre-protocol grid (nominal loads, one seed, drain-time goodput) instead of the protocol.",
+)
+@click.option("--tune-seeds", default=None, help="Tune seeds of the protocol (a subset of 0-4, comma-separated).")
+@click.option("--holdout-seeds", default=None, help="Hold-out seeds of the protocol (a subset of 5-9).")
+@click.option("--window-s", type=float, default=None, help="Protocol measurement window (simulated seconds).")
 def command(
     plants: tuple[str, ...],
     workloads: tuple[str, ...],
@@ -84,8 +93,28 @@ def command(
     from_json: str | None,
     no_plots: bool,
     no_progress: bool,
+    legacy_grid: bool,
+    tune_seeds: str | None,
+    holdout_seeds: str | None,
+    window_s: float | None,
 ) -> None:
-    """Run every policy on plants x workloads x loads and write the benchmark report."""
+    """Run the benchmark protocol (or, with --legacy-grid, the old grid) and write the report."""
+    if not legacy_grid and (not from_json or _is_protocol_json(from_json)):
+        _protocol(
+            quick=quick,
+            plants=_split(plants),
+            workloads=_split(workloads),
+            loads=_split(loads),
+            tune_seeds=_split((tune_seeds,)) if tune_seeds else None,
+            holdout_seeds=_split((holdout_seeds,)) if holdout_seeds else None,
+            window_s=window_s,
+            jobs=jobs,
+            output=output,
+            json_path=json_path,
+            from_json=from_json,
+            progress=not no_progress,
+        )
+        return
     if from_json:
         results = BenchResults.load_json(from_json)
     else:
@@ -123,3 +152,60 @@ def command(
             f"(median), failed {s.cells_failed}/{s.cells_total}"
         )
     click.echo(f"wrote {report} ({len(results.failures)} failed cells)")
+
+
+def _is_protocol_json(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = fh.read(200)
+    except OSError:
+        return True  # let the protocol loader report the error
+    return "bench-protocol" in head
+
+
+def _protocol(
+    *,
+    quick: bool,
+    plants: tuple[str, ...] | None,
+    workloads: tuple[str, ...] | None,
+    loads: tuple[str, ...] | None,
+    tune_seeds: tuple[str, ...] | None,
+    holdout_seeds: tuple[str, ...] | None,
+    window_s: float | None,
+    jobs: int | None,
+    output: str,
+    json_path: str | None,
+    from_json: str | None,
+    progress: bool,
+) -> None:
+    from pathlib import Path
+
+    from controlkit.bench.protocol import DEFAULT_PROTOCOL, QUICK_PROTOCOL
+    from controlkit.bench.protocol_report import load_protocol_json, render_protocol, save_protocol_json
+    from controlkit.bench.protocol_run import run_protocol
+
+    if from_json:
+        results = load_protocol_json(from_json)
+    else:
+        try:
+            as_float = tuple(float(x) for x in loads) if loads else None
+            tune = tuple(int(x) for x in tune_seeds) if tune_seeds else None
+            hold = tuple(int(x) for x in holdout_seeds) if holdout_seeds else None
+        except ValueError as exc:
+            raise click.BadParameter(f"loads must be numbers and seeds integers: {exc}") from exc
+        base = QUICK_PROTOCOL if quick else DEFAULT_PROTOCOL
+        try:
+            protocol = base.with_overrides(
+                plants=plants, workloads=workloads, loads=as_float, tune_seeds=tune, holdout_seeds=hold,
+                window_s=window_s,
+            )
+        except ControlkitError as exc:
+            raise click.UsageError(str(exc)) from None
+        n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+        results = run_protocol(protocol, jobs=n_jobs, progress=progress, command=_command_line())
+        if json_path:
+            save_protocol_json(results, json_path)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(render_protocol(results))
+    failed = sum(1 for c in [*results.tune, *results.holdout] if not c.ok)
+    click.echo(f"wrote {output} ({len(results.tune)} tune + {len(results.holdout)} hold-out cells, {failed} failed)")

@@ -18,8 +18,10 @@ tokens), sorted by arrival.  :func:`load_workload` builds one by name or from a 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,11 +54,16 @@ class Workload:
     arrival_s: FloatArray
     prompt_tokens: IntArray
     output_tokens: IntArray
+    slo_class: IntArray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.arrival_s)
         if len(self.prompt_tokens) != n or len(self.output_tokens) != n:
             raise ControlkitError(f"workload {self.name!r}: arrays differ in length")
+        if self.slo_class is not None and (
+            len(self.slo_class) != n or (n and int(np.min(self.slo_class)) < 0)
+        ):
+            raise ControlkitError(f"workload {self.name!r}: slo_class must be one class index >= 0 per request")
         if n and (np.any(~np.isfinite(self.arrival_s)) or np.any(np.diff(self.arrival_s) < 0)):
             raise ControlkitError(f"workload {self.name!r}: arrival_s must be finite and sorted")
         if n and (self.prompt_tokens.min() < 1 or self.output_tokens.min() < 1):
@@ -64,6 +71,32 @@ class Workload:
 
     def __len__(self) -> int:
         return len(self.arrival_s)
+
+    def classes(self) -> IntArray:
+        """Return the SLO class of every request (all 0 when the workload has none)."""
+        return self.slo_class if self.slo_class is not None else np.zeros(len(self), dtype=np.int64)
+
+    def subset(self, keep: slice | npt.NDArray[Any], *, rate_scale: float = 1.0) -> Workload:
+        """Return the requests at ``keep``, arrival times divided by ``rate_scale`` (classes kept)."""
+        cls = None if self.slo_class is None else self.slo_class[keep]
+        return Workload(
+            self.name, self.arrival_s[keep] / rate_scale, self.prompt_tokens[keep], self.output_tokens[keep], cls
+        )
+
+    def with_slo_classes(self, shares: tuple[float, ...], seed: int) -> Workload:
+        """Assign every request an SLO class at random, class ``k`` with probability ``shares[k]``.
+
+        Examples
+        --------
+        >>> w = Workload("w", np.zeros(1000), np.ones(1000, np.int64), np.ones(1000, np.int64))
+        >>> round(float(w.with_slo_classes((0.3, 0.7), seed=0).classes().mean()), 1)
+        0.7
+        """
+        p = np.asarray(shares, dtype=float)
+        if len(p) < 1 or np.any(p < 0) or not p.sum() > 0:
+            raise ControlkitError(f"SLO class shares must be >= 0 and not all 0, got {shares}")
+        cls = np.random.default_rng(seed + 7919).choice(len(p), size=len(self), p=p / p.sum())
+        return Workload(self.name, self.arrival_s, self.prompt_tokens, self.output_tokens, cls.astype(np.int64))
 
     @property
     def duration_s(self) -> float:
@@ -86,7 +119,8 @@ class Workload:
         prompt = np.minimum(self.prompt_tokens, max_model_len - 1)
         output = np.maximum(1, np.minimum(self.output_tokens, max_model_len - prompt))
         changed = int(np.count_nonzero((prompt != self.prompt_tokens) | (output != self.output_tokens)))
-        return Workload(self.name, self.arrival_s, prompt.astype(np.int64), output.astype(np.int64)), changed
+        clipped = Workload(self.name, self.arrival_s, prompt.astype(np.int64), output.astype(np.int64), self.slo_class)
+        return clipped, changed
 
 
 def _make(name: str, arrival: npt.ArrayLike, prompt: npt.ArrayLike, output: npt.ArrayLike) -> Workload:
@@ -230,6 +264,14 @@ _NAMED = {
 }
 
 
+@functools.lru_cache(maxsize=8)
+def _named_trace(name: str, data_dir: Path) -> Workload:
+    """Return a bundled trace, parsed once per process (workloads are never modified in place)."""
+    folder, fname = _NAMED[name]
+    wl = _read_file(data_dir / folder / fname)
+    return Workload(name, wl.arrival_s, wl.prompt_tokens, wl.output_tokens)
+
+
 def load_workload(
     name_or_path: str | Path,
     *,
@@ -237,6 +279,7 @@ def load_workload(
     num_requests: int | None = None,
     seed: int = 0,
     data_dir: Path | None = None,
+    start_s: float = 0.0,
 ) -> Workload:
     """Build a workload by name or from a file.
 
@@ -253,6 +296,11 @@ def load_workload(
         Seed for sampled lengths and synthetic arrivals.
     data_dir
         The shared data folder (default :func:`default_data_dir`).
+    start_s
+        Replay a trace (or file) from this time on (trace seconds, before ``rate_scale``):
+        requests arriving earlier are dropped and the rest shifted to start at 0, so that
+        different ``start_s`` give different windows of one trace.  Ignored by synthetic
+        workloads (their ``seed`` draws new arrivals).
     """
     if not (rate_scale > 0 and np.isfinite(rate_scale)):
         raise ControlkitError(f"rate_scale must be finite and > 0, got {rate_scale}")
@@ -260,20 +308,22 @@ def load_workload(
         raise ControlkitError(f"num_requests must be >= 1, got {num_requests}")
     text = str(name_or_path)
     if text in _NAMED:
-        folder, fname = _NAMED[text]
-        wl = _read_file((data_dir or default_data_dir()) / folder / fname)
-        wl = Workload(text, wl.arrival_s, wl.prompt_tokens, wl.output_tokens)
+        wl = _named_trace(text, data_dir or default_data_dir())
     elif Path(text).is_file():
         wl = _read_file(Path(text))
     else:
         wl = _synthetic(text, num_requests, seed, data_dir)
+        start_s = 0.0
+    if start_s > 0:
+        if not start_s < wl.duration_s:
+            raise ControlkitError(
+                f"workload {text!r}: start_s={start_s} is not inside the trace (0..{wl.duration_s:g} s)"
+            )
+        keep = np.flatnonzero(wl.arrival_s >= start_s)
+        wl = wl.subset(keep)
+        wl = Workload(wl.name, wl.arrival_s - wl.arrival_s[0], wl.prompt_tokens, wl.output_tokens, wl.slo_class)
     if num_requests is not None:
-        wl = Workload(
-            wl.name,
-            wl.arrival_s[:num_requests],
-            wl.prompt_tokens[:num_requests],
-            wl.output_tokens[:num_requests],
-        )
+        wl = wl.subset(slice(0, num_requests))
     if rate_scale != 1.0:
-        wl = Workload(wl.name, wl.arrival_s / rate_scale, wl.prompt_tokens, wl.output_tokens)
+        wl = wl.subset(slice(None), rate_scale=rate_scale)
     return wl

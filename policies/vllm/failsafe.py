@@ -32,7 +32,7 @@ Examples
 ...                     max_batched_tokens_ceiling=2048, log=False)
 >>> guard.decide(Observation(t_s=0.0, num_running=0, num_waiting=0, kv_blocks_used=0,
 ...                          kv_blocks_total=100))
-BatchLimits(max_active_seqs=8, max_batched_tokens=2048, admission_order=(), flags=frozenset())
+BatchLimits(max_active_seqs=8, max_batched_tokens=2048, admission_order=(), flags=frozenset(), reject=())
 >>> guard.faults["raised"]
 1
 """
@@ -328,7 +328,7 @@ class PolicyGuard:
                 f"decide took {elapsed * 1e3:.2f} ms > budget {self.decide_budget_s * 1e3:.2f} ms; "
                 f"result discarded, deciding every {self.decide_every} steps now",
             )
-        if type(raw) is BatchLimits and not raw.admission_order:  # fast path: clean, in range
+        if type(raw) is BatchLimits and not raw.admission_order and not raw.reject:  # fast path: clean, in range
             cap, tokens = raw.max_active_seqs, raw.max_batched_tokens
             ceiling = self.max_batched_tokens_ceiling
             if type(cap) is int and 1 <= cap <= self.max_seqs_ceiling and (
@@ -358,12 +358,12 @@ class PolicyGuard:
         if tokens is None:
             tokens = self.last_safe.max_batched_tokens
         order = limits.admission_order
-        if order:
-            # an order is for this step's queue only: the fallback never carries one
+        if order or limits.reject:
+            # an order (or a rejection) is for this step's queue only: the fallback never carries one
             self.last_safe = BatchLimits(limits.max_active_seqs, tokens, (), limits.flags)
             if len(set(order)) != len(order):  # a repeated index: keep its first place
                 order = tuple(dict.fromkeys(order))
-            return BatchLimits(limits.max_active_seqs, tokens, order, limits.flags)
+            return BatchLimits(limits.max_active_seqs, tokens, order, limits.flags, limits.reject)
         if limits.max_batched_tokens is None:
             limits = BatchLimits(limits.max_active_seqs, tokens, (), limits.flags)
         self.last_safe = limits

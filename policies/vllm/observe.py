@@ -60,7 +60,7 @@ OBSERVATION_FIELDS: tuple[str, ...] = (
     "t_s", "num_running", "num_waiting", "kv_blocks_used", "kv_blocks_total", "num_prefill_tokens",
     "num_decode_tokens", "num_context_tokens", "last_step_s", "num_preempted", "num_finished", "ttft_s",
     "itl_mean_s", "oldest_wait_s", "waiting_prompt_tokens", "waiting_age_s", "max_active_seqs",
-    "max_batched_tokens", "block_size",
+    "max_batched_tokens", "block_size", "waiting_slo_class", "class_ttft_slo_s",
 )
 
 
@@ -191,7 +191,7 @@ class StepObserver:
             now - self.t0_s, len(scheduler.running), num_waiting, used, total, self.last_prefill_tokens,
             decode, max(0, self.last_context_tokens), self.last_step_s, self.last_preempted,
             self.last_finished, self.last_ttft_s, self.last_step_s if decode else 0.0, oldest_wait_s,
-            prompts, ages, max_active_seqs, max_batched_tokens, self.block_size,
+            prompts, ages, max_active_seqs, max_batched_tokens, self.block_size, (), (),
         )
 
     def on_schedule(

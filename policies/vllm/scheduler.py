@@ -40,6 +40,7 @@ from policies.vllm.admission import reorder_head
 from policies.vllm.config import HookConfig
 from policies.vllm.failsafe import PolicyGuard
 from policies.vllm.observe import StepObserver
+from policies.vllm.shed import LoadShedder
 from policies.vllm.steplog import StepLogWriter
 
 __all__ = ["ControlledAsyncScheduler", "ControlledScheduler", "HookRuntime", "make_scheduler"]
@@ -138,6 +139,8 @@ class HookRuntime:
         #: Admission orders applied to / ignored by vLLM's waiting queue.
         self.orders_applied = 0
         self.orders_ignored = 0
+        #: Load shedding (``BatchLimits.reject``) through vLLM's abort path.
+        self.shedder = LoadShedder()
 
     def before_schedule(self, scheduler: Any) -> None:
         """Decide and apply this step's limits (top of ``schedule()``)."""
@@ -160,8 +163,10 @@ class HookRuntime:
             scheduler.max_num_active_reqs = new.max_active_seqs
             if self.chunked_prefill and new.max_batched_tokens is not None:
                 scheduler.max_num_scheduled_tokens = new.max_batched_tokens
+            self.shedder.select(scheduler, new.reject)  # ids before the order moves the queue
             if new.admission_order:
                 self.apply_admission_order(scheduler.waiting, new.admission_order)
+            self.shedder.apply(scheduler)
 
     def apply_admission_order(self, queue: Any, order: tuple[int, ...]) -> bool:
         """Move the listed waiting requests to the head of ``queue`` in ``order``; True if moved.
@@ -248,7 +253,7 @@ class _Hooked(Scheduler):  # type: ignore[misc]  # vLLM is untyped at our bounda
         """Update as vLLM does, then record the step."""
         outs = super().update_from_output(scheduler_output, model_runner_output)
         self.controlkit.after_update(self, scheduler_output)
-        return outs
+        return self.controlkit.shedder.report(outs)
 
     def shutdown(self) -> None:
         """Flush the step log, then shut down as vLLM does."""

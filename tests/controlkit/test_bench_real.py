@@ -75,6 +75,7 @@ def test_cli_quick_bench_in_process(shared_data: Path, tmp_path: Path) -> None:
     code = main(
         [
             "bench",
+            "--legacy-grid",
             "--quick",
             "--jobs",
             "1",

@@ -20,7 +20,8 @@ _floats = st.floats(0.0, 1e4, allow_nan=False)
     st.tuples(_floats, _ints, _ints, _ints, _ints, _ints, _ints, _ints, _floats, _ints, _ints,
               st.lists(_floats, max_size=4).map(tuple), _floats, _floats,
               st.lists(_ints, max_size=4).map(tuple), st.lists(_floats, max_size=4).map(tuple),
-              _ints, _ints, st.integers(1, 64))
+              _ints, _ints, st.integers(1, 64),
+              st.lists(_ints, max_size=4).map(tuple), st.lists(_floats, max_size=4).map(tuple))
 )
 def test_make_observation_equals_the_dataclass_constructor(values: tuple[Any, ...]) -> None:
     fast = make_observation(*values)
