@@ -37,24 +37,41 @@ class LoadShedder:
     def __init__(self) -> None:
         #: Requests shed since the engine started (a Prometheus counter).
         self.total = 0
+        #: Faults of the abort path itself (vLLM API drift, a bad index); shedding is then off.
+        self.faults = 0
         self._ids: list[str] = []
         self._to_report: list[Any] = []
 
+    def _fault(self, where: str, exc: Exception) -> None:
+        """Contain a failure of the abort path: log it once, stop shedding, keep the engine up."""
+        self.faults += 1
+        self._ids, self._to_report = [], []
+        if self.faults == 1:
+            logger.error("controlkit: load shedding failed in %s (%s: %s); shedding is off, the engine goes on",
+                         where, type(exc).__name__, str(exc)[:200])
+
     def select(self, scheduler: Any, indices: tuple[int, ...]) -> None:
         """Remember the ids of the listed waiting requests at ``indices`` (call before reordering)."""
-        if not indices:
+        if not indices or self.faults:
             return
-        head = list(itertools.islice(scheduler.waiting, max(indices) + 1))
-        self._ids.extend(head[i].request_id for i in indices if i < len(head))
+        try:
+            head = list(itertools.islice(scheduler.waiting, max(indices) + 1))
+            self._ids.extend(head[i].request_id for i in indices if 0 <= i < len(head))
+        except Exception as exc:  # never raise into the engine
+            self._fault("select", exc)
 
     def apply(self, scheduler: Any) -> int:
         """Abort the selected requests with ``FINISHED_ABORTED``; return how many were shed."""
         if not self._ids:
             return 0
-        from vllm.v1.request import RequestStatus
-
         ids, self._ids = self._ids, []
-        aborted = scheduler.finish_requests(ids, RequestStatus.FINISHED_ABORTED)
+        try:
+            from vllm.v1.request import RequestStatus
+
+            aborted = list(scheduler.finish_requests(ids, RequestStatus.FINISHED_ABORTED) or [])
+        except Exception as exc:  # never raise into the engine
+            self._fault("finish_requests", exc)
+            return 0
         self._to_report.extend(aborted)
         self.total += len(aborted)
         if aborted and self.total == len(aborted):
@@ -65,6 +82,13 @@ class LoadShedder:
         """Add a finished, token-less output for every shed request to ``update_from_output``'s result."""
         if not self._to_report or not isinstance(outputs, dict):
             return outputs
+        try:
+            return self._report(outputs)
+        except Exception as exc:  # never raise into the engine
+            self._fault("report", exc)
+            return outputs
+
+    def _report(self, outputs: dict[Any, Any]) -> dict[Any, Any]:
         from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
 
         outs = outputs

@@ -81,3 +81,32 @@ def test_shed_requests_are_aborted_by_vllm_freed_reported_and_counted(
     shedder = sched.controlkit.shedder
     assert shedder.total == len(odd) and f"{SHED_METRIC} {len(odd)}" in shedder.exposition()
     assert sched.controlkit.guard.total_faults == 0
+
+
+def test_a_failing_abort_path_is_contained_and_the_engine_goes_on(make_sched: Any, request_fn: Any) -> None:
+    from vllm.v1.outputs import ModelRunnerOutput
+
+    from policies.vllm.scheduler import ControlledScheduler
+
+    sched = make_sched(ControlledScheduler, async_scheduling=False,
+                       controlkit=HookConfig(policy=ShedOdd(), decide_budget_s=60.0))
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise AttributeError("finish_requests moved in this vLLM")
+
+    sched.finish_requests = broken  # the abort path of another vLLM version
+    for i in range(6):
+        sched.add_request(request_fn(f"r{i}", 20 + i, 3))
+    finished: set[str] = set()
+    for _ in range(200):
+        if len(finished) == 6:
+            break
+        so = sched.schedule()
+        ids = list(so.num_scheduled_tokens)
+        mro = ModelRunnerOutput(req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)},
+                                sampled_token_ids=[[] if sched.requests[r].is_prefill_chunk else [7] for r in ids])
+        for eco in sched.update_from_output(so, mro).values():
+            finished.update(o.request_id for o in eco.outputs if o.finish_reason is not None)
+    shedder = sched.controlkit.shedder
+    assert shedder.faults == 1 and shedder.total == 0  # shedding switched itself off after one fault
+    assert finished == {f"r{i}" for i in range(6)}  # nothing shed, everything served
