@@ -45,6 +45,8 @@ def summary(d: Design) -> str:
             f"setpoint {d.params['setpoint_s']:.4g} s  filter {c.filter.kind}  rate {c.rate_limit}/decision"
         )
     lines.append(d.certificate.summary())
+    for name, why in d.claims_not_made.items():
+        lines.append(f"  NOT CLAIMED {name}: {why}")
     return "\n".join(lines)
 
 
