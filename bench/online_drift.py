@@ -79,6 +79,7 @@ def main() -> None:
     specs: dict[str, Any] = {"static-256": "static:max_num_seqs=256"}
     for name, design in (("pid", design_pid(dp, tpot, None)), ("pid-adaptive", design_adaptive_pid(dp, tpot, None))):
         specs[name] = design.to_policy_file()
+        assert design.controller is not None
         print(
             f"{name}: gains kp={design.controller.kp:.4g} ki={design.controller.ki:.4g}; "
             f"certified={design.certificate.holds}"
