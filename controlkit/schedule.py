@@ -156,7 +156,7 @@ def design_adaptive_pid(
         "reference_batch": op.batch,
         "schedule": schedule_params(plant, env, (r_lo, r_hi), dwell_decisions=dwell_decisions, hysteresis=hysteresis),
     }
-    # the measured-slope limit starts from the identified upper slope, not the widened one
-    params["model"] = dict(params["model"]) | {"k_eff_s_per_seq": plant.k_max + prefill_load_s_per_seq(plant)}
+    # the measured-slope limit's floor: the identified (not the widened) lowest slope, as design_pid's
+    params["model"] = dict(params["model"]) | {"k_eff_s_per_seq": plant.k_min}
     meta = dict(base.meta) | {"envelope_factors": [e_lo, e_hi]}
     return Design("pid-adaptive", base.plant, params, base.limits, base.slos, op, cert, base.controller, meta)

@@ -7,8 +7,9 @@ Built from a file written by :func:`controlkit.schedule.design_adaptive_pid`.  E
    (an alarm resets the estimator's covariance, so it re-converges fast);
 2. at most once per ``dwell_decisions``, when the estimate has moved by more than ``hysteresis``
    from the scheduled slope and is known well enough (``2 sd`` inside the certified ratio), the
-   PID's gains are re-scaled to it (velocity form: bumpless); the PID policy's measured-slope
-   limit keeps its own (faster) estimate;
+   PID's gains are re-scaled to it (velocity form: bumpless), and the floor of the PID policy's
+   measured-slope limit moves to it (the limit still takes the larger of it and its own, faster
+   estimate of the mean slope, prefill included);
 3. if the estimate stays outside the certified envelope for ``EXIT_DECISIONS`` decisions, the
    PID is put in manual mode at a safe static cap, the largest batch whose step at the estimate's
    upper bound (``+2 sd``) meets the setpoint; once the estimate has been well inside (10 %) for
@@ -127,6 +128,11 @@ class AdaptivePIDPolicy(PIDPolicy):
         base = self.base_ctrl
         self.pid.kp, self.pid.ki, self.pid.kd = base.kp * f, base.ki * f, base.kd * f
         self.k_sched = k_to
+        if self.limit is not None:
+            # the measured-slope limit's floor follows the re-identified decode slope: a floor fixed at
+            # design time (another plant, another workload's prefill share) caps a faster plant or a
+            # lighter workload at the design condition's batch (bench/cross_matrix.py)
+            self.limit.k_eff = k_to
 
     def _safe_cap(self) -> int:
         k_up = self.estimator.slope_s_per_seq + 2.0 * self.estimator.slope_sd_s_per_seq
