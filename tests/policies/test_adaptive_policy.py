@@ -201,3 +201,20 @@ def test_malformed_schedule_is_a_clear_error():
     )
     with pytest.raises(Exception, match=r"params\.schedule is malformed"):
         build_policy(bad)
+
+
+def test_runs_behind_the_vllm_hooks_policy_guard(tmp_path):
+    """The hook loads policy files through PolicyGuard: the adaptive kind runs there without faults."""
+    from policies.vllm.failsafe import PolicyGuard
+
+    path = tmp_path / "adaptive.json"
+    _file(TOY, 0.05, ADAPTIVE_GAINS, adaptive=True).save(path)
+    guard = PolicyGuard(str(path), fallback=BatchLimits(64), max_seqs_ceiling=256, log=False)
+    cap = 32
+    for i in range(300):
+        slope = TOY.k_nom * (1.0 if i < 150 else 2.0)
+        lim = guard.decide(_obs(i, cap, 0.02 + slope * cap))
+        cap = lim.max_active_seqs
+        assert 1 <= cap <= TOY.b_max
+    # "slow" (over the 5 ms budget) depends on the machine's load, not on the policy
+    assert guard.faults["raised"] == 0 and guard.faults["invalid"] == 0, dict(guard.faults)
