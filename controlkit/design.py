@@ -36,6 +36,7 @@ __all__ = [
     "guard_params",
     "mpc_claims",
     "step_cap_claim",
+    "without_unknown_claims",
 ]
 
 
@@ -61,6 +62,11 @@ class Design:
                 "use --allow-uncertified to write it anyway"
             )
 
+    @property
+    def claims_not_made(self) -> dict[str, str]:
+        """Claims the design cannot make for want of data (name -> why), from the certificate."""
+        return dict(self.certificate.assumptions.get("claims_not_made", {}))
+
     def to_policy_file(self, *, allow_uncertified: bool = False) -> PolicyFile:
         """Return the ``controlkit.policy/1`` document (refuses an uncertified design unless allowed)."""
         if not allow_uncertified:
@@ -75,6 +81,26 @@ class Design:
             uncertified=not self.certificate.holds,
             meta=self.meta,
         )
+
+
+MEMORY_UNKNOWN = (
+    "KV-cache capacity unknown (the telemetry had none): the largest cap is not checked against memory; "
+    "at run time the admission guard uses the engine's reported capacity"
+)
+
+
+def without_unknown_claims(plant: DesignPlant, cert: Certificate) -> Certificate:
+    """Drop the claims the plant has no data for and record them under ``claims_not_made``.
+
+    With the KV capacity unknown (``plant.memory_known`` False) the ``memory_safety`` claim cannot be
+    made either way; it is removed (so the others can certify the design) and named, with the
+    reason, in the certificate's assumptions, which the policy file keeps.
+    """
+    if plant.memory_known:
+        return cert
+    claims = tuple(c for c in cert.claims if c.name != "memory_safety")
+    not_made = dict(cert.assumptions.get("claims_not_made", {})) | {"memory_safety": MEMORY_UNKNOWN}
+    return Certificate(claims, dict(cert.assumptions) | {"claims_not_made": not_made}, cert.numbers)
 
 
 def guard_params(plant: DesignPlant) -> dict[str, float]:
@@ -143,6 +169,7 @@ def design_pid(
                 break
             ctrl = ctrl.scaled(0.7)
             cert = certify_pid(p, ctrl, spec=sp)
+        cert = without_unknown_claims(p, cert)
         # the smoothest certifiable EMA: a slower filter that cannot be certified is doubled
         if cert.holds or f.kind != "ema" or f.alpha >= 0.5:
             break
@@ -271,7 +298,7 @@ def design_optimal(
             "prompt_tokens_mean": plant.prompt_tokens_mean,
         }
         extra = (*extra, step_claim)
-    cert = certify_static(plant, op.batch, tpot_slo_s, extra)
+    cert = without_unknown_claims(plant, certify_static(plant, op.batch, tpot_slo_s, extra))
     limits = {"b_min": plant.b_min, "b_max": plant.b_max, "max_batched_tokens": op.max_batched_tokens}
     return Design(
         "optimal",
@@ -354,7 +381,7 @@ def design_mpc(
         "rate_limit": rate_limit,
         "max_batched_tokens": 2 * b_ref,
     }
-    cert = certify_static(plant, cap_upper, None, mpc_claims(plant, params, limits))
+    cert = without_unknown_claims(plant, certify_static(plant, cap_upper, None, mpc_claims(plant, params, limits)))
     return Design(
         "mpc", plant, params, limits, _slos(tpot_slo_s, ttft_slo_s), op, cert, None, {"model": plant.source}
     )

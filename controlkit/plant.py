@@ -47,7 +47,8 @@ class DesignPlant:
     b_min, b_max
         Actuator range of the admission cap (sequences, integers, ``1 <= b_min < b_max``).
     kv_capacity_blocks, block_size
-        KV-cache capacity (blocks) and tokens per block.
+        KV-cache capacity (blocks; 0 when the telemetry had none: memory unknown, no memory
+        claim is made and the memory-safe batch is not a design constraint) and tokens per block.
     tokens_per_seq
         KV tokens one sequence holds at completion (prompt + output), used for memory safety.
     delays
@@ -96,8 +97,12 @@ class DesignPlant:
             raise bad("intercept_s", self.intercept_s, "a finite number")
         if not (1 <= self.b_min < self.b_max):
             raise bad("b_min/b_max", (self.b_min, self.b_max), "integers with 1 <= b_min < b_max")
-        if self.kv_capacity_blocks < 1 or self.block_size < 1:
-            raise bad("kv_capacity_blocks/block_size", (self.kv_capacity_blocks, self.block_size), ">= 1")
+        if self.kv_capacity_blocks < 0 or self.block_size < 1:
+            raise bad(
+                "kv_capacity_blocks/block_size",
+                (self.kv_capacity_blocks, self.block_size),
+                "capacity >= 0 (0: unknown) and block size >= 1",
+            )
         if not (self.tokens_per_seq > 0):
             raise bad("tokens_per_seq", self.tokens_per_seq, "> 0")
         if not self.delays or any((not isinstance(d, int)) or d < 1 for d in self.delays):
@@ -126,8 +131,15 @@ class DesignPlant:
         return math.floor(self.kv_capacity_blocks * (1.0 - self.kv_headroom))
 
     @property
+    def memory_known(self) -> bool:
+        """Whether the KV capacity is known (``kv_capacity_blocks > 0``)."""
+        return self.kv_capacity_blocks > 0
+
+    @property
     def memory_max_batch(self) -> int:
-        """The largest cap whose predicted KV fits in capacity minus headroom."""
+        """The largest cap whose predicted KV fits in capacity minus headroom (``b_max`` if unknown)."""
+        if not self.memory_known:
+            return self.b_max
         return self.kv_usable_blocks // self.kv_blocks_per_seq
 
     def replace(self, **changes: Any) -> DesignPlant:
@@ -220,12 +232,16 @@ class DesignPlant:
         prompt = float(getattr(wl, "prompt_tokens_mean_", 0.0) or 0.0) if wl is not None else 0.0
         output = float(getattr(wl, "output_tokens_mean_", 0.0) or 0.0) if wl is not None else 0.0
         rate = float(getattr(wl, "arrival_rate_per_s_", 0.0) or 0.0) if wl is not None else 0.0
+        known = bool(getattr(mem, "known_", True))
         if tokens_per_seq is None:
             tokens_per_seq = prompt + output if prompt + output > 0 else float(lat.typical_context_tokens_)
+            if not tokens_per_seq > 0 and not known:
+                tokens_per_seq = 1.0  # no memory claim is made: the length only sizes the (unused) KV bound
         block_size = int(mem.block_size_)
-        headroom_max = int(mem.max_batch(tokens_per_seq, headroom=kv_headroom))
+        top = max(math.floor(hi), b_min + 1)
+        headroom_max = int(mem.max_batch(tokens_per_seq, headroom=kv_headroom)) if known else top
         if b_max is None:
-            b_max = headroom_max if extrapolate else min(headroom_max, max(math.floor(hi), b_min + 1))
+            b_max = headroom_max if extrapolate else min(headroom_max, top)
         mid = 0.5 * (lo + hi)
         intercept = float(lat.intercept_s_)
         if sample_period_s is None:
@@ -241,7 +257,7 @@ class DesignPlant:
             k_max=k_hi,
             b_min=int(b_min),
             b_max=int(b_max),
-            kv_capacity_blocks=int(mem.capacity_blocks_),
+            kv_capacity_blocks=int(mem.capacity_blocks_) if known else 0,
             block_size=block_size,
             tokens_per_seq=float(tokens_per_seq),
             delays=tuple(int(d) for d in delays),

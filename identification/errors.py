@@ -15,6 +15,7 @@ __all__ = [
     "ExtrapolationWarning",
     "FitQualityWarning",
     "InfeasibleSpecError",
+    "MemoryUnknownWarning",
     "NotFittedError",
     "PolicyError",
     "TelemetryError",
@@ -94,3 +95,7 @@ class FitQualityWarning(ControlkitWarning):
 
 class ExtrapolationWarning(ControlkitWarning):
     """A model or measured table evaluated outside the range of its evidence."""
+
+
+class MemoryUnknownWarning(FitQualityWarning):
+    """The telemetry has no KV-cache capacity: only the latency model is identified."""

@@ -31,6 +31,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,7 @@ import numpy.typing as npt
 from identification.derive import StepObservations, derive_observations
 from identification.errors import ExtrapolationWarning, FitQualityWarning, NotFittedError, TelemetryError
 from identification.latency_forms import FitData, FormFit, fit_form, observations_from_mapping, split_groups
+from identification.model_form import autocorrelation_time, local_slopes
 from identification.records import Telemetry
 from identification.robust import ArgumentError, check_hyperparameters
 
@@ -66,6 +68,7 @@ class LatencyParams:
     max_fit_rows: int = field(default=50_000, metadata={"bounds": (1_000, 10**9)})
     max_bootstrap_rows: int = field(default=20_000, metadata={"bounds": (100, 10**9)})
     min_samples: int = field(default=8, metadata={"bounds": (3, 10**9)})
+    model_form: bool = field(default=True, metadata={"choices": (True, False)})
 
 
 _FITTED = ("form_", "coef_")
@@ -98,7 +101,10 @@ class LatencyModel:
         Batch at the knee (knee form).
     slope_, slope_interval_
         d step_s / d batch at typical context (s/seq); the interval covers every segment's slope
-        inside ``batch_range_``.
+        inside ``batch_range_`` (``slope_interval_parameter_``: parameter error only) and, with
+        ``model_form=True`` (default), every local slope between batch bins the data resolve
+        (``slope_interval_model_form_``, ``local_slopes_``: model-form error, the curvature the
+        fitted form does not have; :mod:`identification.model_form`).
     mape_holdout_, mape_holdout_levels_
         Held-out MAPE of the chosen form: over held-out rows (runs weighted equally), and over
         the medians of the held-out runs (or batch levels): model error without per-step noise.
@@ -186,7 +192,18 @@ class LatencyModel:
         self.batch_range_ = (float(fd.batch.min()), float(fd.batch.max()))
         self.typical_context_tokens_ = fd.typical_context
         self.typical_prefill_tokens_ = fd.typical_prefill
-        self.slope_interval_ = fit.slope_interval(conf, self.batch_range_, fd.typical_context)
+        # row-level intervals treat steps as independent; a run's steps are not (windowed noise,
+        # pauses, slow context drift): widen by sqrt(tau), the effective-sample-size correction
+        self.autocorrelation_time_ = autocorrelation_time(fd.step_s - fit.predict(fd))
+        inflate = math.sqrt(self.autocorrelation_time_) if "row" in fit.method else 1.0
+        self.slope_interval_parameter_ = fit.slope_interval(conf, self.batch_range_, fd.typical_context, inflate)
+        ls = local_slopes(fd, fit, conf) if self.params.model_form else None
+        self.slope_interval_model_form_ = None if ls is None else ls.interval
+        self.local_slopes_ = ls
+        self.slope_interval_ = self.slope_interval_parameter_
+        if ls is not None:  # model-form error: every local slope the data show (identification/model_form.py)
+            lo, hi = self.slope_interval_parameter_
+            self.slope_interval_ = (min(lo, ls.interval[0]), max(hi, ls.interval[1]))
         lo, hi = self.batch_range_
         f_lo, f_hi = fit.curve(np.array([lo, hi]), fd.typical_context)
         self.slope_ = float((f_hi - f_lo) / (hi - lo)) if hi > lo else fit.slope_interval(
@@ -278,6 +295,10 @@ class LatencyModel:
             "knee_batch": self.knee_batch_,
             "slope_s_per_seq": self.slope_,
             "slope_interval_s_per_seq": list(self.slope_interval_),
+            "slope_interval_parameter_s_per_seq": list(self.slope_interval_parameter_),
+            "slope_interval_model_form_s_per_seq": (
+                None if self.slope_interval_model_form_ is None else list(self.slope_interval_model_form_)
+            ),
             "intercept_s": self.intercept_s_,
             "batch_range": list(self.batch_range_),
             "typical_context_tokens": self.typical_context_tokens_,
@@ -308,6 +329,11 @@ class LatencyModel:
         m.slope_ = float(d["slope_s_per_seq"])
         lo, hi = d["slope_interval_s_per_seq"]
         m.slope_interval_ = (float(lo), float(hi))
+        par = d.get("slope_interval_parameter_s_per_seq") or (lo, hi)  # older files: one interval
+        m.slope_interval_parameter_ = (float(par[0]), float(par[1]))
+        mf = d.get("slope_interval_model_form_s_per_seq")
+        m.slope_interval_model_form_ = None if mf is None else (float(mf[0]), float(mf[1]))
+        m.local_slopes_ = None
         m.intercept_s_ = float(d["intercept_s"])
         b_lo, b_hi = d["batch_range"]
         m.batch_range_ = (float(b_lo), float(b_hi))

@@ -257,14 +257,15 @@ class FormFit:
         out = {n: float(v) for n, v in zip(self.names, self.theta, strict=True) if n != "knee_batch"}
         return {**out, **{e: 0.0 for e in EXTRA_TERMS if e not in out}}
 
-    def _draw_interval(self, g: FloatArray, confidence: float) -> tuple[float, float]:
+    def _draw_interval(self, g: FloatArray, confidence: float, inflate: float = 1.0) -> tuple[float, float]:
         value = float(g @ self.theta)
         if self.boot is not None and confidence > 0:
             draws = self.boot @ g
             alpha = (1.0 - confidence) / 2.0
             lo, hi = np.quantile(draws, [alpha, 1.0 - alpha])
-            return (min(float(lo), value), max(float(hi), value))
-        half = float(stats.t.ppf(0.5 + confidence / 2.0, max(self.dof, 1))) * float(
+            lo_i, hi_i = value - inflate * (value - float(lo)), value + inflate * (float(hi) - value)
+            return (min(lo_i, value), max(hi_i, value))
+        half = inflate * float(stats.t.ppf(0.5 + confidence / 2.0, max(self.dof, 1))) * float(
             np.sqrt(max(float(g @ self.cov @ g), 0.0)))
         return (value - half, value + half)
 
@@ -277,8 +278,12 @@ class FormFit:
         return {**out, **{e: (0.0, 0.0) for e in EXTRA_TERMS if e not in out}}
 
     def slope_interval(self, confidence: float, batch_range: tuple[float, float],
-                       context: float) -> tuple[float, float]:
-        """Interval covering d step_s / d batch of every segment inside ``batch_range``."""
+                       context: float, inflate: float = 1.0) -> tuple[float, float]:
+        """Interval covering d step_s / d batch of every segment inside ``batch_range``.
+
+        ``inflate`` multiplies each half-width (the effective-sample-size correction for
+        autocorrelated rows, ``sqrt(tau)``).
+        """
         p = self.theta.size
         ctx_g = np.zeros(p)
         if "c_ctx_s" in self.extras:
@@ -287,7 +292,7 @@ class FormFit:
         if self.form == "knee":
             k = self.theta[-1]
             segments = ([1] if k > batch_range[0] else []) + ([2] if k < batch_range[1] else []) or [1, 2]
-        bounds = [self._draw_interval(np.eye(p)[s] + ctx_g, confidence) for s in segments]
+        bounds = [self._draw_interval(np.eye(p)[s] + ctx_g, confidence, inflate) for s in segments]
         return (min(b[0] for b in bounds), max(b[1] for b in bounds))
 
     def residual_scale(self, fd: FitData) -> float:

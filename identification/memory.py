@@ -78,6 +78,9 @@ class MemoryModel:
     preemption_onset_ : int or None
     observed_preemption_onset_ : int or None
         The smallest run batch level (largest running count of a run) with any preemption.
+    known_ : bool
+        False for a model made by :meth:`unknown` (no KV capacity in the telemetry): capacity 0,
+        per-sequence numbers NaN, and :meth:`max_batch` refuses; ``unknown_reason_`` says why.
     """
 
     def __init__(self, **params: Any) -> None:
@@ -127,7 +130,30 @@ class MemoryModel:
         self.preemption_onset_: int | None = int(np.floor(capacity / self.blocks_per_seq_))
         self.observed_preemption_onset_ = _observed_onset(data, obs)
         self.n_samples_fit_ = int(ok.sum())
+        self.known_ = True
+        self.unknown_reason_ = ""
         return self
+
+    @classmethod
+    def unknown(cls, reason: str, *, block_size: int = 16) -> MemoryModel:
+        """Return a fitted model that records that the KV memory is unknown (``known_`` False).
+
+        For telemetry with latency data only: the latency model can still be identified, and
+        ``controlkit design`` then states which claims it cannot make (memory safety).
+        """
+        m = cls(block_size=block_size)
+        m.capacity_blocks_ = 0
+        m.block_size_ = int(block_size)
+        m.blocks_per_seq_ = float("nan")
+        m.blocks_per_token_ = 1.0 / block_size
+        m.blocks_per_token_method_ = "unknown: no KV-cache capacity in the telemetry"
+        m.tokens_per_seq_ = float("nan")
+        m.preemption_onset_ = None
+        m.observed_preemption_onset_ = None
+        m.n_samples_fit_ = 0
+        m.known_ = False
+        m.unknown_reason_ = str(reason)
+        return m
 
     def _blocks_per_token(self, data: Telemetry | StepObservations, obs: StepObservations,
                           ok: npt.NDArray[np.bool_]) -> tuple[float, str]:
@@ -172,7 +198,9 @@ class MemoryModel:
         """
         if not 0.0 <= headroom < 1.0:
             raise ArgumentError(f"headroom={headroom!r} is outside its allowed range [0, 1)")
-        per_seq = self.blocks_for(tokens_per_seq)
+        per_seq = self.blocks_for(tokens_per_seq)  # checks it is fitted
+        if not self.known_:
+            raise ArgumentError(f"the KV memory is unknown ({self.unknown_reason_}): no memory-safe batch")
         return int(np.floor(self.capacity_blocks_ * (1.0 - headroom) / per_seq + 1e-9))
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,6 +217,8 @@ class MemoryModel:
             "preemption_onset": self.preemption_onset_,
             "observed_preemption_onset": self.observed_preemption_onset_,
             "n_samples_fit": self.n_samples_fit_,
+            "known": self.known_,
+            "unknown_reason": self.unknown_reason_,
         }
 
     @classmethod
@@ -197,10 +227,13 @@ class MemoryModel:
         m = cls(**d["params"])
         m.capacity_blocks_ = int(d["capacity_blocks"])
         m.block_size_ = int(d["block_size"])
-        m.blocks_per_seq_ = float(d["blocks_per_seq"])
+        m.known_ = bool(d.get("known", True))  # files before the field: memory was always known
+        m.unknown_reason_ = str(d.get("unknown_reason", ""))
+        nan = float("nan")
+        m.blocks_per_seq_ = nan if d["blocks_per_seq"] is None else float(d["blocks_per_seq"])
         m.blocks_per_token_ = float(d["blocks_per_token"])
         m.blocks_per_token_method_ = str(d["blocks_per_token_method"])
-        m.tokens_per_seq_ = float(d["tokens_per_seq"])
+        m.tokens_per_seq_ = nan if d["tokens_per_seq"] is None else float(d["tokens_per_seq"])
         m.preemption_onset_ = None if d["preemption_onset"] is None else int(d["preemption_onset"])
         obs = d["observed_preemption_onset"]
         m.observed_preemption_onset_ = None if obs is None else int(obs)

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from identification.derive import cross_check, derive_observations
-from identification.errors import ControlkitError, TelemetryError
+from identification.errors import ControlkitError, MemoryUnknownWarning, TelemetryError
 from identification.latency import LatencyModel
 from identification.memory import MemoryModel
 from identification.records import RUN_COLUMN, Telemetry
@@ -194,7 +195,7 @@ def identify(
     obs = derive_observations(telemetry, block_size=block_size)
     latency = LatencyModel(form=form, loss=loss, n_bootstrap=n_bootstrap, confidence=confidence,
                            holdout_fraction=holdout_fraction, seed=seed).fit(obs)
-    memory = MemoryModel(block_size=block_size, capacity_blocks=capacity_blocks).fit(telemetry)
+    memory = _fit_memory(telemetry, block_size, capacity_blocks)
     workload: WorkloadModel | None
     try:
         workload = WorkloadModel().fit(telemetry)
@@ -203,6 +204,24 @@ def identify(
             raise
         workload = None
     return PlantModel(latency, memory, workload, _meta(telemetry, obs.source, cross_check(obs)))
+
+
+def _fit_memory(telemetry: Telemetry, block_size: int, capacity_blocks: int) -> MemoryModel:
+    """Fit the memory model; without any KV capacity, mark the memory unknown and warn loudly."""
+    try:
+        return MemoryModel(block_size=block_size, capacity_blocks=capacity_blocks).fit(telemetry)
+    except TelemetryError as exc:
+        if exc.field not in ("num_gpu_blocks", "kv_blocks_used"):
+            raise
+        reason = str(exc)
+    warnings.warn(
+        f"KV MEMORY UNKNOWN: {reason}. Only the latency model is identified; the model file marks the memory "
+        "unknown, and `controlkit design` will not claim memory safety (telemetry with kv_blocks_total, or "
+        "num_gpu_blocks from a joined run index, gives it; identify(capacity_blocks=...) in Python)",
+        MemoryUnknownWarning,
+        stacklevel=3,
+    )
+    return MemoryModel.unknown(reason, block_size=block_size)
 
 
 def _meta(telemetry: Telemetry, source: str, checks: Mapping[str, float]) -> dict[str, Any]:

@@ -46,12 +46,15 @@ def summary_table(plant: PlantModel) -> Table:
                   f"typical context {lat.typical_context_tokens_:.0f} tokens/seq")
     table.add_row("residual scale (ms)", _ms(lat.residual_scale_s_),
                   f"{lat.n_samples_fit_} steps in {lat.n_groups_fit_} run(s); {lat.interval_method_}")
-    table.add_row("KV capacity (blocks)", str(mem.capacity_blocks_), f"block size {mem.block_size_}")
-    table.add_row("KV blocks per running seq", f"{mem.blocks_per_seq_:.2f}",
-                  f"≈ {mem.tokens_per_seq_:.0f} tokens/seq; blocks/token {mem.blocks_per_token_method_}")
-    observed = mem.observed_preemption_onset_
-    table.add_row("preemption onset (seqs)", str(mem.preemption_onset_),
-                  "observed: " + (str(observed) if observed is not None else "none in the data"))
+    if not getattr(mem, "known_", True):
+        table.add_row("KV memory", "UNKNOWN", f"{mem.unknown_reason_}; design makes no memory-safety claim")
+    else:
+        table.add_row("KV capacity (blocks)", str(mem.capacity_blocks_), f"block size {mem.block_size_}")
+        table.add_row("KV blocks per running seq", f"{mem.blocks_per_seq_:.2f}",
+                      f"≈ {mem.tokens_per_seq_:.0f} tokens/seq; blocks/token {mem.blocks_per_token_method_}")
+        observed = mem.observed_preemption_onset_
+        table.add_row("preemption onset (seqs)", str(mem.preemption_onset_),
+                      "observed: " + (str(observed) if observed is not None else "none in the data"))
     if wl is not None:
         means = f"{wl.prompt_tokens_mean_:.1f} / {wl.output_tokens_mean_:.1f}"
         table.add_row("prompt / output tokens (mean)", means,

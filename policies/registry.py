@@ -65,6 +65,7 @@ _KIND_MODULES: tuple[str, ...] = (
     "policies.seeds",
     "policies.controllers",
     "policies.ablation",
+    "policies.adaptive",
 )
 _loaded = False
 

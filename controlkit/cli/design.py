@@ -10,6 +10,7 @@ import click
 from controlkit.design import Design, design_mpc, design_optimal, design_pid
 from controlkit.filters import FilterSpec
 from controlkit.plant import DesignPlant
+from controlkit.schedule import design_adaptive_pid
 from identification.plant import load_model
 
 __all__ = ["command", "summary"]
@@ -45,6 +46,8 @@ def summary(d: Design) -> str:
             f"setpoint {d.params['setpoint_s']:.4g} s  filter {c.filter.kind}  rate {c.rate_limit}/decision"
         )
     lines.append(d.certificate.summary())
+    for name, why in d.claims_not_made.items():
+        lines.append(f"  NOT CLAIMED {name}: {why}")
     return "\n".join(lines)
 
 
@@ -52,7 +55,13 @@ def summary(d: Design) -> str:
 @click.argument("model_path", metavar="MODEL.json", type=click.Path(dir_okay=False))
 @click.option("--tpot-slo-s", type=float, required=True, help="TPOT / ITL SLO in seconds.")
 @click.option("--ttft-slo-s", type=float, default=None, help="TTFT SLO in seconds.")
-@click.option("--controller", type=click.Choice(["pid", "optimal", "mpc"]), default="pid", show_default=True)
+@click.option(
+    "--controller",
+    type=click.Choice(["pid", "optimal", "mpc", "pid-adaptive"]),
+    default="pid",
+    show_default=True,
+    help="pid-adaptive: the PID gain-scheduled on an online slope estimate (docs/design.md).",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Policy file to write.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Design plots (PNG).")
 @click.option("--allow-uncertified", is_flag=True, help="Write the file even if a claim fails (marked).")
@@ -96,8 +105,8 @@ def command(
         raise click.BadParameter(f"--delays {delays!r}: expected integers like '1,2'") from None
     model = load_model(model_path)
     plant = DesignPlant.from_model(model, delays=delay_t, b_max=b_max, source=str(model_path))
-    if controller == "pid":
-        d = design_pid(
+    if controller in ("pid", "pid-adaptive"):
+        d = (design_pid if controller == "pid" else design_adaptive_pid)(
             plant,
             tpot_slo_s,
             ttft_slo_s,
