@@ -96,6 +96,12 @@ def without_unknown_claims(plant: DesignPlant, cert: Certificate) -> Certificate
     made either way; it is removed (so the others can certify the design) and named, with the
     reason, in the certificate's assumptions, which the policy file keeps.
     """
+    if not math.isnan(plant.k_min_data):
+        floor = {"slope_floor": (
+            f"the data's slope interval starts at {plant.k_min_data:.3g} s/seq (does not exclude 0); the claims "
+            f"hold for slopes >= k_min = {plant.k_min:.3g} s/seq, the assumed physical floor"
+        )}
+        cert = Certificate(cert.claims, dict(cert.assumptions) | floor, cert.numbers)
     if plant.memory_known:
         return cert
     claims = tuple(c for c in cert.claims if c.name != "memory_safety")

@@ -24,12 +24,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from identification.errors import InfeasibleSpecError
+from identification.errors import FitQualityWarning, InfeasibleSpecError
 
-__all__ = ["DesignPlant"]
+__all__ = ["SLOPE_FLOOR_FRACTION", "DesignPlant"]
+
+#: When the identified slope interval does not exclude zero (noisy steps, few batch levels), the
+#: design assumes the slope is at least this fraction of its point estimate: the step time of
+#: every engine grows with the batch, and the floor is stated in the certificate's assumptions.
+SLOPE_FLOOR_FRACTION = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,9 @@ class DesignPlant:
         Extra step time per prefill token scheduled in a step.
     source
         Where the numbers came from (model file), for provenance.
+    k_min_data
+        The identified lower slope bound when it was not positive and ``k_min`` is the floor
+        ``SLOPE_FLOOR_FRACTION * k_nom`` instead (NaN when the data's own bound is used).
     """
 
     sample_period_s: float
@@ -82,6 +91,7 @@ class DesignPlant:
     arrival_rate_per_s: float = 0.0
     prefill_s_per_token: float = 0.0
     source: str = ""
+    k_min_data: float = math.nan
 
     def __post_init__(self) -> None:
         def bad(name: str, value: object, want: str) -> InfeasibleSpecError:
@@ -150,6 +160,8 @@ class DesignPlant:
         """Return the assumptions as a JSON mapping (delays as a list)."""
         d = dataclasses.asdict(self)
         d["delays"] = list(self.delays)
+        if math.isnan(self.k_min_data):
+            del d["k_min_data"]  # strict JSON has no NaN; absent means the data's own bound is used
         return d
 
     @classmethod
@@ -227,6 +239,15 @@ class DesignPlant:
         """
         lat, mem, wl = model.latency, model.memory, getattr(model, "workload", None)
         k_lo, k_hi = (float(x) for x in lat.slope_interval_)
+        k_min_data = math.nan
+        if not k_lo > 0 and float(lat.slope_) > 0 and k_hi > 0:
+            k_min_data = k_lo
+            k_lo = SLOPE_FLOOR_FRACTION * min(float(lat.slope_), k_hi)
+            warnings.warn(FitQualityWarning(
+                f"the identified slope interval [{k_min_data:.3g}, {k_hi:.3g}] s/seq does not exclude 0; the "
+                f"design assumes a slope >= {k_lo:.3g} s/seq ({SLOPE_FLOOR_FRACTION:.0%} of the point estimate), "
+                "recorded in the certificate's assumptions"
+            ), stacklevel=2)
         k_nom = min(max(float(lat.slope_), k_lo), k_hi)
         lo, hi = (float(x) for x in lat.batch_range_)
         prompt = float(getattr(wl, "prompt_tokens_mean_", 0.0) or 0.0) if wl is not None else 0.0
@@ -267,4 +288,5 @@ class DesignPlant:
             arrival_rate_per_s=rate,
             prefill_s_per_token=prefill,
             source=source,
+            k_min_data=k_min_data,
         )
