@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fuzz"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from fuzz_cases import Tally  # noqa: E402
-from fuzz_targets import cli_case, model_case, policy_case, telemetry_case  # noqa: E402
+from fuzz_cases import Tally
+from fuzz_targets import cli_case, model_case, policy_case, telemetry_case
 
 TARGETS = {"telemetry": telemetry_case, "model": model_case, "policy": policy_case, "cli": cli_case}
 

@@ -71,7 +71,7 @@ def latency_problems(m: LatencyModel) -> list[str]:
     elif out == []:
         try:
             step_hi = float(m.predict_step_s(hi))
-        except (ValueError, ArithmeticError) as exc:
+        except (ValueError, ArithmeticError, IndexError, TypeError, KeyError) as exc:
             step_hi = float("nan")
             out.append(f"the model cannot predict a step at batch {hi:g} ({exc})")
         if not (math.isfinite(step_hi) and 0 < step_hi <= MAX_STEP_S):

@@ -264,7 +264,7 @@ def classify(run: Callable[[], list[str]]) -> tuple[str, str]:
         if len(message) > MAX_MESSAGE_CHARS:
             return "crash", f"unbounded message ({len(message)} chars): {message[:200]}"
         return "own_error", message
-    except Exception as exc:  # noqa: BLE001 - classifying everything else is the point
+    except Exception as exc:
         return "crash", f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_tb(exc.__traceback__)[-3:])
     if problems:
         return "nonsense", "; ".join(problems)

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from fuzz_cases import (
-    TELEMETRY,
     SPECIAL_VALUES,
+    TELEMETRY,
     captured,
     classify,
     finite,
@@ -242,10 +242,10 @@ def cli_case(rng: random.Random, tmp: Path) -> tuple[str, str]:
         with captured() as (out, err), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             code = main(argv)
-    except BaseException as exc:  # noqa: BLE001 - anything escaping main is a crash
+    except BaseException as exc:
         return "crash", f"{argv}: escaped main: {type(exc).__name__}: {exc}"
     text = err.getvalue()
-    if "Traceback" in text or "Traceback" in out.getvalue():
+    if "Traceback" in text or "Traceback" in out.getvalue() or "internal error" in text:
         return "crash", f"{argv}: traceback printed: {text[-400:]}"
     if code == 0:
         return "accepted", ""
