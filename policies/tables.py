@@ -30,7 +30,7 @@ MAX_TABLE_BYTES = 1024 * 1024
 
 
 def allowed_dirs(policy_dir: str | None) -> list[Path]:
-    """The folders side files may lie in: the policy file's folder and ``$CONTROLKIT_TABLE_DIRS``."""
+    """Return the folders side files may lie in: the policy file's folder and ``$CONTROLKIT_TABLE_DIRS``."""
     dirs = [Path(d).resolve() for d in os.environ.get(TABLE_DIRS_ENV, "").split(os.pathsep) if d.strip()]
     if policy_dir:
         dirs.insert(0, Path(policy_dir).resolve())
