@@ -75,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as exc:
-        exc.message = _bounded(exc.message)
-        exc.show()
+        if len(exc.format_message()) > MAX_ERROR_CHARS:
+            click.echo(f"Error: {_bounded(exc.format_message())}", err=True)
+        else:
+            exc.show()
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code

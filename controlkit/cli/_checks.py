@@ -35,7 +35,7 @@ def output_path(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
-class FiniteFloat(click.ParamType):
+class FiniteFloat(click.ParamType[float, Any]):
     """A finite number within ``(lo, hi]`` (``lo`` excluded when ``open_lo``), never NaN or inf."""
 
     name = "float"

@@ -158,6 +158,7 @@ def mutate_lines_text(rng: random.Random, text: str, *, n_max: int = 3) -> bytes
 _JSON_SPECIALS: tuple[Any, ...] = (
     None, True, False, 0, -1, 1, 2**63, -(2**63), 1e308, -1e308, 0.0, -0.0, 1e-320, "", "abc", "0.05",
     [], {}, [1, 2], {"a": 1}, "nan", float("nan"), float("inf"), float("-inf"), 10**30, 0.5, 1e15,
+    "/etc/passwd", "/dev/zero", "../../../../etc/hostname", "/proc/self/environ", "sweep.csv",
 )
 
 
