@@ -113,6 +113,10 @@ def _sample_lengths(n: int, rng: np.random.Generator, data_dir: Path | None) -> 
     return prompt[idx], output[idx]
 
 
+#: Most arrivals a synthetic step/ramp workload may generate before ``--num-requests`` truncates it.
+MAX_SYNTHETIC_ARRIVALS = 5_000_000
+
+
 def _poisson_piecewise(
     rate_at: object, t_end_s: float, rng: np.random.Generator, rate_max: float
 ) -> FloatArray:
@@ -120,7 +124,13 @@ def _poisson_piecewise(
     assert callable(rate_at)
     if rate_max <= 0:
         return np.zeros(0)
-    n_cand = rng.poisson(rate_max * t_end_s)
+    expected = rate_max * t_end_s
+    if expected > MAX_SYNTHETIC_ARRIVALS:  # bounded memory and time (docs/validation.md)
+        raise ControlkitError(
+            f"workload: a rate of {rate_max:g} req/s over {t_end_s:g} s is {expected:.3g} arrivals; at most "
+            f"{MAX_SYNTHETIC_ARRIVALS:.0e} are generated (lower the rates or the duration)"
+        )
+    n_cand = rng.poisson(expected)
     cand = np.sort(rng.uniform(0.0, t_end_s, size=n_cand))
     rates = np.array([rate_at(t) for t in cand], dtype=float)
     keep = rng.uniform(0.0, rate_max, size=n_cand) < rates
