@@ -1,7 +1,7 @@
 """``certify`` refuses every policy whose claims do not hold for the model, and those policies fail.
 
 Infeasible pairs are generated: a PID designed for a 50 ms TPOT SLO on the real plant (the BCA
-llama-2-7b rows: ~11 ms batch-1 step), re-certified against a plant whose steps are ``f`` times
+llama-2-7b rows: ~11 ms batch-1 step; tests/fixtures/policies), re-certified against a plant whose steps are ``f`` times
 slower, with ``f`` drawn so that even the smallest cap misses the SLO.  The refusal must name
 ``tpot_feasible_at_b_min``, and the closed-loop simulator (controlkit.sim) must show the refused
 policy failing the SLO on that plant.  A feasible pair (``f`` small) stays certified.
@@ -15,14 +15,13 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-from fuzz_targets import STEPS
+from fuzz_targets import POLICIES, STEPS, base_model_doc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlkit.certify import certify_policy
-from controlkit.design import design_pid
 from controlkit.plant import DesignPlant
-from controlkit.policyfile import PolicyFile
+from controlkit.policyfile import PolicyFile, load_policy_file
 from identification import PlantModel, identify
 from identification.records import Telemetry
 from identification.telemetry import read_telemetry
@@ -43,10 +42,10 @@ def _model(factor: float) -> PlantModel:
 
 @functools.cache
 def _pid_policy() -> PolicyFile:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        design = design_pid(DesignPlant.from_model(_model(1.0)), TPOT_SLO_S, 2.0)
-    return design.to_policy_file()
+    """``controlkit design`` of a PID for a 50 ms TPOT SLO on the real plant (a checked-in fixture)."""
+    pf = load_policy_file(POLICIES / "bca_background_pid.json")
+    assert pf.slos["tpot_s"] == TPOT_SLO_S
+    return pf
 
 
 def _simulated_attainment(model: PlantModel, pf: PolicyFile) -> float:
@@ -80,5 +79,5 @@ def test_an_slo_the_smallest_cap_cannot_meet_is_refused_and_fails_in_simulation(
 
 
 def test_the_design_plant_itself_stays_certified() -> None:
-    cert = certify_policy(_pid_policy(), DesignPlant.from_model(_model(1.0)))
+    cert = certify_policy(_pid_policy(), DesignPlant.from_model(PlantModel.from_dict(base_model_doc())))
     assert cert.holds, cert.failure_message()
