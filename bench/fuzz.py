@@ -42,8 +42,10 @@ def run_target(name: str, n: int, start: int, seed: int, root: Path) -> Tally:
         outcome, detail = case_fn(random.Random(f"{seed}:{name}:{i}"), tmp)
         tally.add(outcome, f"case {i}: {detail}")
         shutil.rmtree(tmp, ignore_errors=True)
-        if (i - start + 1) % 1000 == 0:
-            print(f"  {name}: {i - start + 1}/{n} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+        if (i - start + 1) % 500 == 0:
+            print(f"  {name}: {i - start + 1}/{n} ({time.perf_counter() - t0:.0f} s): own error {tally.own_error}, "
+                  f"accepted {tally.accepted}, crash {tally.crash}, nonsense {tally.nonsense}",
+                  file=sys.stderr, flush=True)
     return tally
 
 
