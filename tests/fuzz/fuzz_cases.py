@@ -61,7 +61,7 @@ def mutate_rows(rng: random.Random, rows: list[list[str]], *, header: bool = Tru
     """Apply one random mutation to a table of cells (in place and returned)."""
     if not rows:
         return [[rng.choice(SPECIAL_VALUES)]]
-    op = rng.randrange(12)
+    op = rng.randrange(13)
     i = _pick_row(rng, rows, header)
     row = rows[i]
     j = rng.randrange(len(row)) if row else 0
@@ -91,6 +91,10 @@ def mutate_rows(rng: random.Random, rows: list[list[str]], *, header: bool = Tru
             row[j] = repr(float(row[j]) * rng.choice((-1.0, 1e6, 1e-6, 1e300, 0.0)))
         except ValueError:
             row[j] = rng.choice(SPECIAL_VALUES)
+    elif op == 11 and row:  # a whole column dropped (a key column missing from one file)
+        for r in rows:
+            if j < len(r):
+                del r[j]
     else:  # a header cell renamed
         if rows[0]:
             k = rng.randrange(len(rows[0]))

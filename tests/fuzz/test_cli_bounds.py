@@ -207,3 +207,12 @@ def test_bca_tables_are_read_only_beside_the_policy_or_from_allowed_folders(
     with pytest.raises(PolicyError, match="line 2: field 'batch'") as err:
         build_policy(policy("secret.csv"))
     assert "root" not in str(err.value)  # the content is never echoed
+
+
+def test_samples_keyed_by_fewer_columns_than_the_run_index_are_named(tmp_path: Path) -> None:
+    rows = SAMPLES.read_text().splitlines()[:61]  # one run (max_num_seqs=4), model kept, max_num_seqs dropped
+    cut = [",".join(c for i, c in enumerate(r.split(",")) if i != 1) for r in rows]
+    path = tmp_path / "metrics.csv"
+    path.write_text("\n".join(cut) + "\n")
+    code, line = _run(["identify", str(path), str(INDEX), "-o", str(tmp_path / "m.json")])
+    assert code == 1 and "only the key columns ['model']" in line
