@@ -23,6 +23,7 @@ from typing import Any
 
 from controlkit.policyschema import SAMPLE_PERIOD, check_common
 from identification.errors import PolicyError
+from identification.validation import strict_json
 
 __all__ = ["MAX_POLICY_BYTES", "POLICY_SCHEMA", "PolicyFile", "load_policy_file"]
 
@@ -36,15 +37,6 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _strict(obj: Any) -> Any:
-    """Replace NaN/inf floats by ``None`` so the file is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict(v) for v in obj]
-    return obj
 
 
 @dataclass(frozen=True)
@@ -111,7 +103,7 @@ class PolicyFile:
 
     def to_json(self) -> str:
         """Return the file's text: strict JSON (NaN and infinities written as ``null``)."""
-        return json.dumps(_strict(self.to_dict()), indent=2, sort_keys=False, allow_nan=False) + "\n"
+        return json.dumps(strict_json(self.to_dict()), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
     def save(self, path: str | Path) -> None:
         """Write the policy file as indented strict JSON.

@@ -21,7 +21,6 @@ True
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from identification.errors import ControlkitError, TelemetryError
 from identification.latency import LatencyModel
 from identification.memory import MemoryModel
 from identification.records import RUN_COLUMN, Telemetry
-from identification.validation import check_model
+from identification.validation import check_model, strict_json
 from identification.workload import WorkloadModel
 
 __all__ = ["SCHEMA", "PlantModel", "identify", "load_model"]
@@ -76,7 +75,7 @@ class PlantModel:
 
     def to_json(self) -> str:
         """Return the model file's text: strict JSON (NaN written as ``null``)."""
-        return json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n"
+        return json.dumps(strict_json(self.to_dict()), indent=2, allow_nan=False) + "\n"
 
     def save(self, path: str | Path) -> None:
         """Write the model file (``controlkit.model/1`` JSON)."""
@@ -118,17 +117,6 @@ class PlantModel:
             raise TelemetryError(f"section 'meta' must be an object, got {type(meta).__name__}", path=path,
                                  field="meta")
         return cls(parts["latency"], parts["memory"], parts["workload"], dict(meta) if meta else {})
-
-
-def _finite(obj: Any) -> Any:
-    """Replace NaN/inf floats by ``None`` so the file is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def load_model(path: str | Path) -> PlantModel:

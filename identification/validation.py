@@ -19,6 +19,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from identification.errors import TelemetryError
@@ -38,6 +39,7 @@ __all__ = [
     "latency_problems",
     "memory_problems",
     "model_problems",
+    "strict_json",
     "workload_problems",
 ]
 
@@ -49,6 +51,17 @@ MAX_STEP_S = 60.0
 MAX_KV_BLOCKS = 10**9
 #: Largest credible request length, tokens.
 MAX_TOKENS = 10**8
+
+
+def strict_json(obj: Any) -> Any:
+    """Replace NaN/inf floats by ``None`` (recursively) so ``json.dumps(allow_nan=False)`` succeeds."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return obj
 
 
 def _finite(x: Any) -> bool:
