@@ -181,15 +181,20 @@ def policy_case(rng: random.Random, tmp: Path) -> tuple[str, str]:
 
     outcome, detail = classify(run)
     table = _table_named(path)
-    if table is not None and not _inside(table, tmp) and not (
-        outcome == "own_error" and ("outside" in detail or "regular file" in detail or "params" in detail)
-    ):
+    read = outcome == "accepted" or any(sign in detail for sign in _TABLE_READ_SIGNS)
+    if table is not None and not _inside(table, tmp) and read:
         return "nonsense", f"[bca] table {table!r} outside the policy's folder was read: {outcome} {detail}"
     return outcome, f"[{doc['kind']}] {detail}"
 
 
 #: A real-shaped BCA sweep table (batch, throughput, latency_s) beside each bca policy case.
 SWEEP_CSV = "batch,throughput,latency_s\n1,50.0,0.020\n8,350.0,0.023\n32,1100.0,0.030\n64,1700.0,0.041\n"
+
+
+#: Errors that only a table that was opened and parsed can give (the policy read the file).
+_TABLE_READ_SIGNS = (
+    "missing column", "is not a valid number", "BCA table is empty", "appears twice", "BCA: ", "BCA point",
+)
 
 
 def _table_named(path: Path) -> str | None:
