@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fuzz_targets import cli_case, model_case, policy_case, telemetry_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,25 +32,13 @@ def _run(case: Case, seed: int) -> None:
     assert outcome in ("own_error", "accepted"), f"seed {seed}: {outcome}: {detail}"
 
 
-@settings(max_examples=40)
-@given(SEEDS)
-def test_mutated_telemetry_is_refused_or_fits_a_sane_model(seed: int) -> None:
-    _run(telemetry_case, seed)
-
-
-@settings(max_examples=60)
-@given(SEEDS)
-def test_mutated_model_files_are_refused_or_load_sane(seed: int) -> None:
-    _run(model_case, seed)
-
-
-@settings(max_examples=60)
-@given(SEEDS)
-def test_mutated_policy_files_are_refused_or_decide_sane_limits(seed: int) -> None:
-    _run(policy_case, seed)
-
-
-@settings(max_examples=15)
-@given(SEEDS)
-def test_generated_command_lines_exit_cleanly_with_one_line_errors(seed: int) -> None:
-    _run(cli_case, seed)
+@pytest.mark.parametrize(
+    "case",
+    [telemetry_case, model_case, policy_case, cli_case],
+    ids=["telemetry+identify", "model-files", "policy-files", "cli"],
+)
+@settings(max_examples=30)
+@given(seed=SEEDS)
+def test_every_mutated_input_is_refused_or_accepted_sane(case: Case, seed: int) -> None:
+    """Telemetry fits a sane model, models load sane, policies decide sane limits, the CLI exits cleanly."""
+    _run(case, seed)
