@@ -98,11 +98,18 @@ def _make(name: str, arrival: npt.ArrayLike, prompt: npt.ArrayLike, output: npt.
     return Workload(name, a, p, o)
 
 
+#: A data file that is absent: say where named data is looked for (a non-editable install has no ../shared/data).
+_MISSING_DATA = (
+    "{what} not found; named plants and workloads are read from $CONTROLKIT_SHARED_DATA (default: ../shared/data "
+    "beside a source checkout), so set CONTROLKIT_SHARED_DATA to the shared data folder"
+)
+
+
 def sharegpt_lengths(data_dir: Path | None = None) -> tuple[IntArray, IntArray]:
     """ShareGPT prompt and output lengths (Llama-2 tokenizer, 10,000 conversations)."""
     path = (data_dir or default_data_dir()) / "sharegpt" / "sharegpt_val_10k_llama2.csv"
     if not path.is_file():
-        raise TelemetryError("ShareGPT lengths not found", path=str(path))
+        raise TelemetryError(_MISSING_DATA.format(what="ShareGPT lengths"), path=str(path))
     df = pd.read_csv(path, usecols=["num_prefill_tokens", "num_decode_tokens"])
     return (df["num_prefill_tokens"].to_numpy(np.int64), df["num_decode_tokens"].to_numpy(np.int64))
 
@@ -223,7 +230,7 @@ def _from_frame(df: pd.DataFrame, name: str, path: str) -> Workload:
 def _read_file(path: Path) -> Workload:
     name = path.name
     if not path.is_file():
-        raise TelemetryError("workload file not found", path=str(path))
+        raise TelemetryError(_MISSING_DATA.format(what="workload file"), path=str(path))
     if ".jsonl" in path.suffixes or path.suffix == ".json":
         df = pd.read_json(path, lines=True)
         if "schema" in df.columns:  # a header line such as {"schema": "controlkit.requests/1"}
