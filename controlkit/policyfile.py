@@ -17,15 +17,26 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from controlkit.policyschema import SAMPLE_PERIOD, check_common
 from identification.errors import PolicyError
+from identification.validation import strict_json
 
-__all__ = ["POLICY_SCHEMA", "PolicyFile", "load_policy_file"]
+__all__ = ["MAX_POLICY_BYTES", "POLICY_SCHEMA", "PolicyFile", "load_policy_file"]
 
 POLICY_SCHEMA = "controlkit.policy/1"
+#: Largest policy file read (bytes); designed files are a few kB.
+MAX_POLICY_BYTES = 4 * 1024 * 1024
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,9 @@ class PolicyFile:
         True when written with ``--allow-uncertified`` despite a failing claim.
     meta
         Free-form provenance (model file, tool version, time written).
+    origin_path
+        The file this was read from ("" when built in memory); not written to files.  Side
+        files the policy names are resolved against its folder (``policies.tables``).
     """
 
     kind: str
@@ -61,14 +75,17 @@ class PolicyFile:
     certificate: Mapping[str, Any] | None = None
     uncertified: bool = False
     meta: Mapping[str, Any] = field(default_factory=dict)
+    origin_path: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.kind, str) or not self.kind:
-            raise PolicyError(f"policy 'kind' must be a non-empty string, got {self.kind!r}")
-        if not (isinstance(self.sample_period_s, (int, float)) and math.isfinite(self.sample_period_s)):
-            raise PolicyError(f"'sample_period_s' must be a finite number, got {self.sample_period_s!r}")
-        if self.sample_period_s <= 0:
-            raise PolicyError(f"'sample_period_s' must be > 0 seconds, got {self.sample_period_s}")
+        if not isinstance(self.kind, str) or not self.kind or len(self.kind) > 64:
+            raise PolicyError(f"policy 'kind' must be a non-empty string, got {_show(self.kind)}")
+        period = self.sample_period_s
+        if isinstance(period, bool) or not (isinstance(period, (int, float)) and math.isfinite(period)):
+            raise PolicyError(f"'sample_period_s' must be a finite number, got {_show(period)}")
+        if not 0 < period <= SAMPLE_PERIOD.hi:
+            raise PolicyError(f"'sample_period_s' must be in (0, {SAMPLE_PERIOD.hi:g}] seconds, got {period}")
+        check_common({"slos": self.slos, "limits": self.limits}, "policy")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON document (with its ``schema`` tag)."""
@@ -84,9 +101,22 @@ class PolicyFile:
             "meta": dict(self.meta),
         }
 
+    def to_json(self) -> str:
+        """Return the file's text: strict JSON (NaN and infinities written as ``null``)."""
+        return json.dumps(strict_json(self.to_dict()), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
     def save(self, path: str | Path) -> None:
-        """Write the policy file as indented JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        """Write the policy file as indented strict JSON.
+
+        Raises
+        ------
+        PolicyError
+            The file cannot be written (e.g. its folder does not exist).
+        """
+        try:
+            Path(path).write_text(self.to_json(), encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(f"{path}: cannot write the policy file ({exc.strerror})") from None
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], *, source: str = "<memory>") -> PolicyFile:
@@ -102,6 +132,7 @@ class PolicyFile:
         cert = doc.get("certificate")
         if cert is not None and not isinstance(cert, Mapping):
             raise PolicyError(f"{source}: field 'certificate' must be an object or null")
+        check_common(doc, source)  # the kind's params are checked where it is built or certified
         try:
             return cls(
                 kind=doc.get("kind", ""),
@@ -110,7 +141,7 @@ class PolicyFile:
                 slos=dict(doc.get("slos", {})),
                 sample_period_s=doc.get("sample_period_s", 0.02),
                 certificate=None if cert is None else dict(cert),
-                uncertified=bool(doc.get("uncertified", False)),
+                uncertified=doc.get("uncertified", False),
                 meta=dict(doc.get("meta", {})),
             )
         except PolicyError as exc:
@@ -121,11 +152,18 @@ def load_policy_file(path: str | Path) -> PolicyFile:
     """Read a ``controlkit.policy/1`` file; raises :class:`PolicyError` naming the file."""
     p = Path(path)
     try:
-        text = p.read_text()
+        if not p.is_file():
+            raise PolicyError(f"{p}: cannot read policy file (no such regular file)")
+        size = p.stat().st_size
+        if size > MAX_POLICY_BYTES:
+            raise PolicyError(f"{p}: policy file is {size} bytes; at most {MAX_POLICY_BYTES} are read")
+        text = p.read_bytes().decode("utf-8")
     except OSError as exc:
         raise PolicyError(f"{p}: cannot read policy file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{p}: not UTF-8 text (byte {exc.start}); expected a JSON policy file") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PolicyError(f"{p}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
-    return PolicyFile.from_dict(doc, source=str(p))
+    return replace(PolicyFile.from_dict(doc, source=str(p)), origin_path=str(p.resolve()))

@@ -23,6 +23,10 @@ __all__ = [
 ]
 
 
+#: Longest message a :class:`TelemetryError` keeps (bad input is echoed, but bounded).
+MAX_MESSAGE_CHARS = 1000
+
+
 class ControlkitError(Exception):
     """Base class of every error raised by controlkit."""
 
@@ -50,6 +54,8 @@ class TelemetryError(ControlkitError, ValueError):
         line: int | None = None,
         field: str | None = None,
     ) -> None:
+        if len(message) > MAX_MESSAGE_CHARS:  # never echo a whole 10 MB line back
+            message = message[: MAX_MESSAGE_CHARS - 40] + f"... [{len(message)} characters in all]"
         self.path = path
         self.line = line
         self.field = field

@@ -167,7 +167,8 @@ class MemoryModel:
                 coef, *_ = np.linalg.lstsq(a, y, rcond=None)
                 total = max(float(np.sum((y - y.mean()) ** 2)), 1e-300)
                 r2 = 1.0 - float(np.sum((y - a @ coef) ** 2)) / total
-                if coef[0] > 0 and r2 > 0.9:
+                paged = 1.0 / self.params.block_size  # a regressed ratio far from it is a fit artefact
+                if 0.25 * paged <= coef[0] <= min(4.0 * paged, 1.0) and r2 > 0.9:
                     return float(coef[0]), "regressed: blocks used on context tokens and running sequences"
         return 1.0 / self.params.block_size, (
             f"assumed 1/block_size = 1/{self.params.block_size} "

@@ -21,7 +21,6 @@ True
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,12 +32,15 @@ from identification.errors import ControlkitError, MemoryUnknownWarning, Telemet
 from identification.latency import LatencyModel
 from identification.memory import MemoryModel
 from identification.records import RUN_COLUMN, Telemetry
+from identification.validation import check_model, strict_json
 from identification.workload import WorkloadModel
 
 __all__ = ["SCHEMA", "PlantModel", "identify", "load_model"]
 
 #: Schema tag of the model file.
 SCHEMA = "controlkit.model/1"
+#: Largest model file read (bytes); fitted models are a few kB.
+MAX_MODEL_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class PlantModel:
 
     def to_json(self) -> str:
         """Return the model file's text: strict JSON (NaN written as ``null``)."""
-        return json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n"
+        return json.dumps(strict_json(self.to_dict()), indent=2, allow_nan=False) + "\n"
 
     def save(self, path: str | Path) -> None:
         """Write the model file (``controlkit.model/1`` JSON)."""
@@ -92,7 +94,7 @@ class PlantModel:
         if not isinstance(d, Mapping):
             raise TelemetryError("expected a JSON object at the top level", path=path)
         if d.get("schema") != SCHEMA:
-            raise TelemetryError(f"schema is {d.get('schema')!r}; expected {SCHEMA!r}", path=path,
+            raise TelemetryError(f"schema is {str(d.get('schema'))[:80]!r}; expected {SCHEMA!r}", path=path,
                                  field="schema")
         parts: dict[str, Any] = {}
         for key, loader in (("latency", LatencyModel.from_dict), ("memory", MemoryModel.from_dict),
@@ -107,23 +109,15 @@ class PlantModel:
             except KeyError as exc:
                 raise TelemetryError(f"missing field {exc.args[0]!r} in section {key!r}", path=path,
                                      field=f"{key}.{exc.args[0]}") from None
-            except (TypeError, ValueError, AttributeError, IndexError) as exc:
+            except (TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
                 if isinstance(exc, ControlkitError):
                     raise TelemetryError(f"bad section {key!r}: {exc}", path=path, field=key) from None
                 raise TelemetryError(f"malformed section {key!r}: {exc}", path=path, field=key) from None
         meta = d.get("meta", {})
+        if meta is not None and not isinstance(meta, Mapping):
+            raise TelemetryError(f"section 'meta' must be an object, got {type(meta).__name__}", path=path,
+                                 field="meta")
         return cls(parts["latency"], parts["memory"], parts["workload"], dict(meta) if meta else {})
-
-
-def _finite(obj: Any) -> Any:
-    """Replace NaN/inf floats by ``None`` so the file is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def load_model(path: str | Path) -> PlantModel:
@@ -136,14 +130,23 @@ def load_model(path: str | Path) -> PlantModel:
     """
     p = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        if not Path(path).is_file():
+            raise TelemetryError("cannot read the model file: no such regular file", path=p)
+        size = Path(path).stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise TelemetryError(f"the model file is {size} bytes; at most {MAX_MODEL_BYTES} are read", path=p)
+        text = Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
         raise TelemetryError(f"cannot read the model file: {exc.strerror}", path=p) from None
+    except UnicodeDecodeError as exc:
+        raise TelemetryError(f"not UTF-8 text (byte {exc.start}); expected a JSON model file", path=p) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TelemetryError(f"not JSON: {exc.msg}", path=p, line=exc.lineno) from None
-    return PlantModel.from_dict(_nan_back(data), path=p)
+    except RecursionError:
+        raise TelemetryError("JSON nested too deeply; expected a controlkit.model/1 file", path=p) from None
+    return check_model(PlantModel.from_dict(_nan_back(data), path=p), path=p)
 
 
 def _nan_back(obj: Any) -> Any:
@@ -203,7 +206,8 @@ def identify(
         if len(telemetry.requests) > 0:
             raise
         workload = None
-    return PlantModel(latency, memory, workload, _meta(telemetry, obs.source, cross_check(obs)))
+    model = PlantModel(latency, memory, workload, _meta(telemetry, obs.source, cross_check(obs)))
+    return check_model(model, path=", ".join(s.path for s in telemetry.sources) or "<telemetry>")
 
 
 def _fit_memory(telemetry: Telemetry, block_size: int, capacity_blocks: int) -> MemoryModel:

@@ -67,9 +67,16 @@ def parse_where(where: Mapping[str, object] | Iterable[str] | None) -> dict[str,
         column, sep, value = str(clause).partition("=")
         if not sep or not column.strip():
             raise TelemetryError(
-                f"bad selection {clause!r}; expected COLUMN=VALUE, e.g. model=llama-2-7b", field="where"
+                f"bad selection {str(clause)[:80]!r}; expected COLUMN=VALUE, e.g. model=llama-2-7b", field="where"
             )
-        out[column.strip()] = normalise_value(value)
+        name, wanted = column.strip(), normalise_value(value)
+        if name in out and out[name] != wanted:  # clauses AND: col=a AND col=b selects nothing
+            raise TelemetryError(
+                f"selections {name}={out[name]} and {name}={wanted} cannot both hold (repeated --where "
+                "clauses AND together); give one value per column",
+                field=name,
+            )
+        out[name] = wanted
     return out
 
 

@@ -19,13 +19,15 @@ Examples
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from controlkit.contract import BatchPolicy
 from controlkit.policyfile import PolicyFile, load_policy_file
+from controlkit.policyschema import check_params
 from identification.errors import PolicyError
 
 __all__ = ["PolicyContext", "available_kinds", "build_policy", "parse_spec", "register", "resolve_policy_file"]
@@ -47,6 +49,10 @@ class PolicyContext:
         The engine's configured per-step token budget.
     max_model_len
         The engine's maximum sequence length (tokens).
+    policy_dir
+        The folder of the policy file being built ("" for a spec string): the only folder,
+        besides ``$CONTROLKIT_TABLE_DIRS``, a policy may read side files from
+        (:mod:`policies.tables`).
     """
 
     kv_blocks_total: int = 0
@@ -54,6 +60,7 @@ class PolicyContext:
     max_num_seqs: int = 256
     max_batched_tokens: int = 8192
     max_model_len: int = 4096
+    policy_dir: str = ""
 
 
 PolicyFactory = Callable[[PolicyFile, PolicyContext], BatchPolicy]
@@ -94,30 +101,48 @@ def available_kinds() -> tuple[str, ...]:
     return tuple(sorted(_FACTORIES))
 
 
-def _parse_value(text: str) -> Any:
+#: Longest spec string accepted (characters).
+MAX_SPEC_CHARS = 4096
+
+
+def _parse_value(text: str, spec: str) -> Any:
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(number):
+        raise PolicyError(f"policy spec {_show(spec)}: value {_show(text)} is not a finite number")
+    return number
+
+
+def _show(text: object) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def parse_spec(spec: str) -> PolicyFile:
     """Parse ``kind[:key=value,...]`` into a :class:`PolicyFile` (no certificate)."""
     if not isinstance(spec, str) or not spec.strip():
-        raise PolicyError(f"policy spec must be a non-empty string like 'static:max_num_seqs=256', got {spec!r}")
+        raise PolicyError(
+            f"policy spec must be a non-empty string like 'static:max_num_seqs=256', got {_show(spec)}"
+        )
+    if len(spec) > MAX_SPEC_CHARS:
+        raise PolicyError(f"policy spec is {len(spec)} characters; at most {MAX_SPEC_CHARS} are accepted")
     kind, _, rest = spec.strip().partition(":")
     params: dict[str, Any] = {}
     if rest:
         for item in rest.split(","):
             key, eq, value = item.partition("=")
             if not eq or not key.strip():
-                raise PolicyError(f"policy spec {spec!r}: item {item!r} is not of the form key=value")
-            params[key.strip()] = _parse_value(value.strip())
+                raise PolicyError(f"policy spec {_show(spec)}: item {_show(item)} is not of the form key=value")
+            params[key.strip()] = _parse_value(value.strip(), spec)
     return PolicyFile(kind=kind.strip(), params=params)
 
 
@@ -155,5 +180,15 @@ def build_policy(
     _load_kinds()
     factory = _FACTORIES.get(pf.kind)
     if factory is None:
-        raise PolicyError(f"unknown policy kind {pf.kind!r}; known kinds: {', '.join(available_kinds())}")
-    return factory(pf, context or PolicyContext())
+        raise PolicyError(f"unknown policy kind {_show(pf.kind)}; known kinds: {', '.join(available_kinds())}")
+    check_params(pf.kind, pf.params, f"{pf.kind} policy")
+    ctx = context or PolicyContext()
+    if pf.origin_path and not ctx.policy_dir:
+        ctx = replace(ctx, policy_dir=str(Path(pf.origin_path).parent))
+    try:
+        return factory(pf, ctx)
+    except PolicyError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, ArithmeticError) as exc:
+        # a factory that trusted a field the schema does not cover yet: still our error, named
+        raise PolicyError(f"{pf.kind} policy: malformed params ({type(exc).__name__}: {_show(str(exc))})") from None

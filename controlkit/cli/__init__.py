@@ -18,7 +18,10 @@ import click
 
 from identification.errors import ControlkitError
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "MAX_ERROR_CHARS", "main"]
+
+#: Longest error line the CLI prints.
+MAX_ERROR_CHARS = 1000
 
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -67,19 +70,39 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="controlkit", standalone_mode=False)
     except ControlkitError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_bounded(exc)}", err=True)
         return 1
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as exc:
-        exc.show()
+        if len(exc.format_message()) > MAX_ERROR_CHARS:
+            click.echo(f"Error: {_bounded(exc.format_message())}", err=True)
+        else:
+            exc.show()
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a file the command had to read or write
+        name = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {_bounded(name + (exc.strerror or str(exc)))}", err=True)
+        return 1
+    except MemoryError:
+        click.echo("error: out of memory; reduce the input size, --num-requests or --horizon-s", err=True)
+        return 1
+    except Exception as exc:
+        click.echo(f"error: internal error ({type(exc).__name__}: {_bounded(exc, 300)}); please report it",
+                   err=True)
+        return 1
     return 0
+
+
+def _bounded(message: object, limit: int = MAX_ERROR_CHARS) -> str:
+    """One line of at most ``limit`` characters (bad input is echoed, but never a whole 10 MB line)."""
+    text = " ".join(str(message).split("\n"))
+    return text if len(text) <= limit else text[: limit - 30] + f"... [{len(text)} characters]"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,8 @@ from controlkit.bench.report import write_report
 from controlkit.bench.results import BenchResults
 from controlkit.bench.suite import run_bench
 from controlkit.bench.summary import summarize
+from controlkit.cli._checks import FiniteFloat, check_ray_address, output_path
+from controlkit.cli.simulate import MAX_HORIZON_S, MAX_REQUESTS
 from identification.errors import ControlkitError
 
 __all__ = ["command"]
@@ -56,13 +58,14 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...] | None:
 )
 @click.option("--static-caps", multiple=True, help="Caps of the static sweep behind best-static.")
 @click.option("--quick", is_flag=True, help="A tiny grid for tests and CI (seconds).")
-@click.option("--jobs", type=int, default=None, help="Parallel workers (default: all CPUs).")
+@click.option("--jobs", type=click.IntRange(1, 1024), default=None, help="Parallel workers (default: all CPUs).")
 @click.option("--ray", "ray_address", default=None, help="Run on Ray at ADDRESS ('local' starts one).")
-@click.option("--num-requests", type=int, default=None, help="Requests per cell.")
-@click.option("--horizon-s", type=float, default=None, help="Simulated seconds per cell.")
-@click.option("--seed", type=int, default=None, help="Seed of every cell.")
-@click.option("-o", "--output", default="docs/benchmarks.md", show_default=True, help="Markdown report.")
-@click.option("--json", "json_path", default=None, help="Also write all results as JSON.")
+@click.option("--num-requests", type=click.IntRange(1, MAX_REQUESTS), default=None, help="Requests per cell.")
+@click.option("--horizon-s", type=FiniteFloat(0.0, MAX_HORIZON_S), default=None, help="Simulated seconds per cell.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Seed of every cell.")
+@click.option("-o", "--output", default="docs/benchmarks.md", show_default=True, callback=output_path,
+              help="Markdown report.")
+@click.option("--json", "json_path", default=None, callback=output_path, help="Also write all results as JSON.")
 @click.option(
     "--from-json", "from_json", default=None, help="Re-render a report from a results JSON; no simulation."
 )
@@ -134,6 +137,7 @@ def command(
             horizon_s=horizon_s,
             seed=seed,
         )
+        check_ray_address(ray_address)
         n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
         results = run_bench(
             grid,
@@ -152,6 +156,12 @@ def command(
             f"(median), failed {s.cells_failed}/{s.cells_total}"
         )
     click.echo(f"wrote {report} ({len(results.failures)} failed cells)")
+    if results.cells and len(results.failures) == len(results.cells):
+        first = results.failures[0]
+        raise ControlkitError(
+            f"every one of the {len(results.cells)} cells failed; first: {first.task.policy} on "
+            f"{'/'.join(map(str, first.task.key))}: {first.error[:300]}"
+        )
 
 
 def _is_protocol_json(path: str) -> bool:
@@ -207,5 +217,8 @@ def _protocol(
             save_protocol_json(results, json_path)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(render_protocol(results))
-    failed = sum(1 for c in [*results.tune, *results.holdout] if not c.ok)
+    cells = [*results.tune, *results.holdout]
+    failed = sum(1 for c in cells if not c.ok)
     click.echo(f"wrote {output} ({len(results.tune)} tune + {len(results.holdout)} hold-out cells, {failed} failed)")
+    if cells and failed == len(cells):
+        raise ControlkitError(f"every one of the {len(cells)} protocol cells failed")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from controlkit.cli._checks import FiniteFloat, output_path
 from controlkit.design import Design, design_mpc, design_optimal, design_pid
 from controlkit.filters import FilterSpec
 from controlkit.plant import DesignPlant
@@ -51,10 +52,27 @@ def summary(d: Design) -> str:
     return "\n".join(lines)
 
 
+#: Largest measurement delay (decisions) and most delays certified: each delay adds a state to the
+#: loop, and the Lyapunov search grows with its cube.
+MAX_DELAY, MAX_DELAYS = 16, 8
+
+
+def _delays(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text[:60]!r}: expected integers like '1,2'", param_hint="'--delays'") from None
+    if not values or len(values) > MAX_DELAYS or any(not 1 <= d <= MAX_DELAY for d in values):
+        raise click.BadParameter(
+            f"{text[:60]!r}: expected 1..{MAX_DELAYS} delays, each in [1, {MAX_DELAY}] decisions",
+            param_hint="'--delays'")
+    return values
+
+
 @click.command(name="design")
 @click.argument("model_path", metavar="MODEL.json", type=click.Path(dir_okay=False))
-@click.option("--tpot-slo-s", type=float, required=True, help="TPOT / ITL SLO in seconds.")
-@click.option("--ttft-slo-s", type=float, default=None, help="TTFT SLO in seconds.")
+@click.option("--tpot-slo-s", type=FiniteFloat(0.0, 3600.0), required=True, help="TPOT / ITL SLO in seconds.")
+@click.option("--ttft-slo-s", type=FiniteFloat(0.0, 7 * 86400.0), default=None, help="TTFT SLO in seconds.")
 @click.option(
     "--controller",
     type=click.Choice(["pid", "optimal", "mpc", "pid-adaptive"]),
@@ -62,8 +80,10 @@ def summary(d: Design) -> str:
     show_default=True,
     help="pid-adaptive: the PID gain-scheduled on an online slope estimate (docs/design.md).",
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Policy file to write.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Design plots (PNG).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, callback=output_path,
+              help="Policy file to write.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=output_path,
+              help="Design plots (PNG).")
 @click.option("--allow-uncertified", is_flag=True, help="Write the file even if a claim fails (marked).")
 @click.option("--tuning", type=click.Choice(["robust", "simc"]), default="robust", show_default=True)
 @click.option(
@@ -81,8 +101,10 @@ def summary(d: Design) -> str:
     show_default=True,
     help="Which SLO wins in overload.",
 )
-@click.option("--rate-limit", type=int, default=8, show_default=True, help="Cap change per decision.")
-@click.option("--b-max", type=int, default=None, help="Upper cap (default: memory-safe, within validity).")
+@click.option("--rate-limit", type=click.IntRange(1, 100_000), default=8, show_default=True,
+              help="Cap change per decision.")
+@click.option("--b-max", type=click.IntRange(1, 1_000_000), default=None,
+              help="Upper cap (default: memory-safe, within validity).")
 def command(
     model_path: str,
     tpot_slo_s: float,
@@ -99,10 +121,7 @@ def command(
     b_max: int | None,
 ) -> None:
     """Design a certified controller from MODEL.json and write a controlkit.policy/1 file."""
-    try:
-        delay_t = tuple(int(x) for x in delays.split(","))
-    except ValueError:
-        raise click.BadParameter(f"--delays {delays!r}: expected integers like '1,2'") from None
+    delay_t = _delays(delays)
     model = load_model(model_path)
     plant = DesignPlant.from_model(model, delays=delay_t, b_max=b_max, source=str(model_path))
     if controller in ("pid", "pid-adaptive"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from controlkit.cli._checks import output_path
 from policies.export import export_vllm_config, render_vllm_args, render_vllm_yaml
 
 __all__ = ["command"]
@@ -25,7 +26,7 @@ __all__ = ["command"]
               help="Export an optimal design's step-capped budget (every step within the TPOT SLO) "
                    "instead of its throughput budget.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
-              show_default=True, help="File to write; '-' is stdout.")
+              show_default=True, callback=output_path, help="File to write; '-' is stdout.")
 def command(
     policy: str, fmt: str, max_model_len: int | None, model: str, hook: bool, step_cap: bool, output: str
 ) -> None:

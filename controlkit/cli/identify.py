@@ -10,7 +10,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from controlkit.cli._checks import output_path
 from identification.derive import derive_observations
+from identification.errors import TelemetryError
 from identification.plant import PlantModel, identify
 from identification.records import Telemetry
 from identification.report import plot_fit, summary_table
@@ -48,8 +50,8 @@ def _report_skipped(console: Console, telemetry: Telemetry) -> None:
 @click.option("--where", "where", multiple=True, metavar="COL=VALUE",
               help="Select rows/runs, e.g. --where model=llama-2-7b (repeat to AND clauses).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, allow_dash=True),
-              help="Model file to write (controlkit.model/1 JSON); '-' writes it to stdout.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              callback=output_path, help="Model file to write (controlkit.model/1 JSON); '-' writes it to stdout.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write the fit/residual plot here.")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip malformed rows (reported) instead of failing.")
 @click.option("--holdout-fraction", type=click.FloatRange(0.0, 0.9), default=0.25, show_default=True,
@@ -110,4 +112,7 @@ def _write(plant: PlantModel, output: str) -> None:
     if output == "-":
         click.echo(plant.to_json(), nl=False)
     else:
-        plant.save(Path(output))
+        try:
+            plant.save(Path(output))
+        except OSError as exc:
+            raise TelemetryError(f"cannot write the model file ({exc.strerror})", path=output) from None

@@ -9,9 +9,14 @@ from typing import Any
 
 import click
 
+from controlkit.cli._checks import FiniteFloat, output_path
 from identification.errors import ControlkitError
 
-__all__ = ["command", "plot_run"]
+__all__ = ["MAX_HORIZON_S", "MAX_REQUESTS", "command", "plot_run"]
+
+#: Most requests one simulation keeps, and its longest simulated time (a week).
+MAX_REQUESTS = 2_000_000
+MAX_HORIZON_S = 7 * 86400.0
 
 
 def plot_run(steps: Any, path: str | Path, *, title: str, max_seqs_ceiling: int) -> None:
@@ -56,23 +61,33 @@ def plot_run(steps: Any, path: str | Path, *, title: str, max_seqs_ceiling: int)
 @click.option(
     "--policy", "policy_spec", required=True, help="A spec such as static:max_num_seqs=256, or policy.json."
 )
-@click.option("--rate-scale", type=float, default=1.0, show_default=True, help="Load multiplier.")
-@click.option("--num-requests", type=int, default=None, help="Keep the first N requests.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--ttft-slo-s", type=float, default=None, help="TTFT SLO (default 100x the batch-1 step).")
-@click.option("--tpot-slo-s", type=float, default=None, help="TPOT SLO (default 5x the batch-1 step).")
-@click.option("--max-num-seqs", type=int, default=None, help="Engine ceiling for the cap (plant default).")
-@click.option("--max-batched-tokens", type=int, default=None, help="Engine token budget (plant default).")
+@click.option("--rate-scale", type=FiniteFloat(0.0, 1e4), default=1.0, show_default=True, help="Load multiplier.")
+@click.option("--num-requests", type=click.IntRange(1, MAX_REQUESTS), default=None,
+              help="Keep the first N requests.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--ttft-slo-s", type=FiniteFloat(0.0, 7 * 86400.0), default=None,
+              help="TTFT SLO (default 100x the batch-1 step).")
+@click.option("--tpot-slo-s", type=FiniteFloat(0.0, 3600.0), default=None,
+              help="TPOT SLO (default 5x the batch-1 step).")
+@click.option("--max-num-seqs", type=click.IntRange(1, 65_536), default=None,
+              help="Engine ceiling for the cap (plant default).")
+@click.option("--max-batched-tokens", type=click.IntRange(1, 10**7), default=None,
+              help="Engine token budget (plant default).")
 @click.option("--no-chunked-prefill", is_flag=True, help="vLLM 0.5 prefill-only steps instead of chunked.")
-@click.option("--horizon-s", type=float, default=None, help="Stop at this simulated time.")
-@click.option("-o", "--output", default="-", show_default=True, help="Metrics JSON file, or - for stdout.")
+@click.option("--horizon-s", type=FiniteFloat(0.0, MAX_HORIZON_S), default=None,
+              help="Stop at this simulated time.")
+@click.option("-o", "--output", default="-", show_default=True, callback=output_path,
+              help="Metrics JSON file, or - for stdout.")
 @click.option(
-    "--telemetry", type=click.Path(dir_okay=False), default=None, help="Write step records (JSONL)."
+    "--telemetry", type=click.Path(dir_okay=False), default=None, callback=output_path,
+    help="Write step records (JSONL)."
 )
 @click.option(
-    "--requests-out", type=click.Path(dir_okay=False), default=None, help="Write request records (JSONL)."
+    "--requests-out", type=click.Path(dir_okay=False), default=None, callback=output_path,
+    help="Write request records (JSONL)."
 )
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Plot the run (PNG).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=output_path,
+              help="Plot the run (PNG).")
 def command(
     plant_name: str,
     workload: str,
@@ -101,12 +116,15 @@ def command(
     plant = load_plant(plant_name)
     wl = load_workload(workload, rate_scale=rate_scale, num_requests=num_requests, seed=seed)
     base = default_slo(plant.decode_s(1))
-    slo = SLO(ttft_s=ttft_slo_s or base.ttft_s, tpot_s=tpot_slo_s or base.tpot_s)
+    # an explicit value (the ranges above refuse zero) is used as given, never replaced by a default
+    slo = SLO(ttft_s=base.ttft_s if ttft_slo_s is None else ttft_slo_s,
+              tpot_s=base.tpot_s if tpot_slo_s is None else tpot_slo_s)
     chunked = not no_chunked_prefill
-    seqs = max_num_seqs or plant.max_num_seqs_default
-    tokens = max_batched_tokens or (
-        plant.max_batched_tokens_default if chunked else max(2048, plant.max_model_len)
-    )
+    seqs = plant.max_num_seqs_default if max_num_seqs is None else max_num_seqs
+    if max_batched_tokens is not None:
+        tokens = max_batched_tokens
+    else:
+        tokens = plant.max_batched_tokens_default if chunked else max(2048, plant.max_model_len)
     ctx = PolicyContext(
         kv_blocks_total=plant.kv_blocks_total,
         block_size=plant.block_size,

@@ -132,11 +132,18 @@ def _make(name: str, arrival: npt.ArrayLike, prompt: npt.ArrayLike, output: npt.
     return Workload(name, a, p, o)
 
 
+#: A data file that is absent: say where named data is looked for (a non-editable install has no ../shared/data).
+_MISSING_DATA = (
+    "{what} not found; named plants and workloads are read from $CONTROLKIT_SHARED_DATA (default: ../shared/data "
+    "beside a source checkout), so set CONTROLKIT_SHARED_DATA to the shared data folder"
+)
+
+
 def sharegpt_lengths(data_dir: Path | None = None) -> tuple[IntArray, IntArray]:
     """ShareGPT prompt and output lengths (Llama-2 tokenizer, 10,000 conversations)."""
     path = (data_dir or default_data_dir()) / "sharegpt" / "sharegpt_val_10k_llama2.csv"
     if not path.is_file():
-        raise TelemetryError("ShareGPT lengths not found", path=str(path))
+        raise TelemetryError(_MISSING_DATA.format(what="ShareGPT lengths"), path=str(path))
     df = pd.read_csv(path, usecols=["num_prefill_tokens", "num_decode_tokens"])
     return (df["num_prefill_tokens"].to_numpy(np.int64), df["num_decode_tokens"].to_numpy(np.int64))
 
@@ -147,6 +154,10 @@ def _sample_lengths(n: int, rng: np.random.Generator, data_dir: Path | None) -> 
     return prompt[idx], output[idx]
 
 
+#: Most arrivals a synthetic step/ramp workload may generate before ``--num-requests`` truncates it.
+MAX_SYNTHETIC_ARRIVALS = 5_000_000
+
+
 def _poisson_piecewise(
     rate_at: object, t_end_s: float, rng: np.random.Generator, rate_max: float
 ) -> FloatArray:
@@ -154,7 +165,13 @@ def _poisson_piecewise(
     assert callable(rate_at)
     if rate_max <= 0:
         return np.zeros(0)
-    n_cand = rng.poisson(rate_max * t_end_s)
+    expected = rate_max * t_end_s
+    if expected > MAX_SYNTHETIC_ARRIVALS:  # bounded memory and time (docs/validation.md)
+        raise ControlkitError(
+            f"workload: a rate of {rate_max:g} req/s over {t_end_s:g} s is {expected:.3g} arrivals; at most "
+            f"{MAX_SYNTHETIC_ARRIVALS:.0e} are generated (lower the rates or the duration)"
+        )
+    n_cand = rng.poisson(expected)
     cand = np.sort(rng.uniform(0.0, t_end_s, size=n_cand))
     rates = np.array([rate_at(t) for t in cand], dtype=float)
     keep = rng.uniform(0.0, rate_max, size=n_cand) < rates
@@ -247,7 +264,7 @@ def _from_frame(df: pd.DataFrame, name: str, path: str) -> Workload:
 def _read_file(path: Path) -> Workload:
     name = path.name
     if not path.is_file():
-        raise TelemetryError("workload file not found", path=str(path))
+        raise TelemetryError(_MISSING_DATA.format(what="workload file"), path=str(path))
     if ".jsonl" in path.suffixes or path.suffix == ".json":
         df = pd.read_json(path, lines=True)
         if "schema" in df.columns:  # a header line such as {"schema": "controlkit.requests/1"}

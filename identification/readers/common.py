@@ -80,6 +80,43 @@ KNOWN_KEY_COLUMNS: tuple[str, ...] = (
 )
 
 
+_COUNT = 1e15  # cumulative counters: a thousand years of a fast engine
+_SECONDS = 1e11  # clock readings and cumulative seconds (a Unix time is ~1.7e9)
+#: Largest value each column can hold in real telemetry (larger is a bad row, named).
+VALUE_BOUNDS: dict[str, float] = {
+    "time_s": _SECONDS,
+    "t_s": _SECONDS,
+    "arrival_s": _SECONDS,
+    "first_token_s": _SECONDS,
+    "finish_s": _SECONDS,
+    "num_requests_running": 65_536.0,  # identification.validation.MAX_BATCH
+    "num_running": 65_536.0,
+    "num_requests_waiting": 1e9,
+    "num_waiting": 1e9,
+    "kv_cache_usage_perc": 1.0 + 1e-6,  # a fraction (vLLM: 1 means 100 %)
+    "num_gpu_blocks": 1e9,  # identification.validation.MAX_KV_BLOCKS
+    "kv_blocks_used": 1e9,
+    "kv_blocks_total": 1e9,
+    "block_size": 4096.0,
+    "num_preemptions_total": _COUNT,
+    "request_success_total": _COUNT,
+    "prompt_tokens_total": _COUNT,
+    "generation_tokens_total": _COUNT,
+    "scheduler_time_total_s": _SECONDS,
+    "model_forward_time_total_s": _SECONDS,
+    "step_s": 3600.0,
+    "num_prefill_tokens": 1e9,
+    "num_decode_tokens": 1e9,
+    "num_context_tokens": 1e12,
+    "num_preempted": 1e9,
+    "max_active_seqs": 1e9,
+    "max_batched_tokens": 1e9,
+    "prompt_tokens": 1e8,  # identification.validation.MAX_TOKENS
+    "output_tokens": 1e8,
+    "num_preemptions": 1e9,
+}
+
+
 def canonical_metric_name(name: str) -> str | None:
     """Map a vLLM metric or column name onto its canonical sample column, or ``None``.
 
@@ -174,15 +211,39 @@ def open_text(path: Path) -> str:
         ) from exc
 
 
+#: Most columns and longest header line a CSV may have (a line of 10 MB of commas is not a table).
+MAX_COLUMNS = 1000
+MAX_HEADER_CHARS = 65_536
+
+
+def _check_header(path: Path) -> None:
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(2)
+        opener = gzip.open if magic == b"\x1f\x8b" else open
+        with opener(path, "rb") as fh:
+            head = fh.readline(MAX_HEADER_CHARS + 1)
+    except (OSError, EOFError) as exc:
+        raise TelemetryError(f"cannot read the file ({exc})", path=str(path)) from exc
+    if len(head) > MAX_HEADER_CHARS and not head.endswith(b"\n"):
+        raise TelemetryError(
+            f"the header line is longer than {MAX_HEADER_CHARS} characters; expected a CSV header of column names",
+            path=str(path), line=1)
+    if head.count(b",") >= MAX_COLUMNS:
+        raise TelemetryError(
+            f"the header has {head.count(b',') + 1} columns; at most {MAX_COLUMNS} are read", path=str(path), line=1)
+
+
 def read_csv_lines(path: Path) -> pd.DataFrame:
     """Read a CSV (``.gz`` too) with a ``_line`` column; blank lines are ignored but counted."""
+    _check_header(path)
     try:
         frame = pd.read_csv(path, skip_blank_lines=False, compression="infer", low_memory=False)
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise TelemetryError(f"cannot read the file ({exc})", path=str(path)) from exc
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise TelemetryError(
-            f"not a readable CSV file ({exc}); expected a header line and rows", path=str(path)
+            f"not a readable CSV file ({str(exc)[:300]}); expected a header line and rows", path=str(path)
         ) from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     frame[LINE] = np.arange(2, len(frame) + 2, dtype=np.int64)
@@ -234,8 +295,13 @@ class RowChecker:
         min_value: float | None = None,
         what: str = "a finite number",
         allow_missing: bool = False,
+        max_value: float | None = None,
     ) -> pd.Series:
-        """Convert ``column`` to float64 in place; flag missing, unparsable, non-finite, small values."""
+        """Convert ``column`` to float64 in place; flag missing, unparsable, non-finite, small, huge values.
+
+        ``max_value`` defaults to the column's bound in :data:`VALUE_BOUNDS` (what an engine can
+        report at all), so a running count of 1e15 is a bad row, not an outlier in a fit.
+        """
         raw = self.frame[column]
         num = (
             raw.astype("float64")
@@ -252,6 +318,10 @@ class RowChecker:
         if min_value is not None:
             low = values < min_value
             self.flag(low, column, lambda: "value " + num.astype(str) + f" below {min_value:g}", what)
+        top = VALUE_BOUNDS.get(column) if max_value is None else max_value
+        if top is not None:
+            high = values > top
+            self.flag(high, column, lambda: "value " + num.astype(str) + f" above {top:g}", f"{what}, at most {top:g}")
         self.frame[column] = num
         return num
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from identification.readers.common import LINE, RowChecker
+from identification.readers.common import LINE, VALUE_BOUNDS, RowChecker
 from identification.readers.steps import check_whole, run_column
 from identification.records import REQUEST_COLUMNS, RUN_COLUMN, SkippedRow
 
@@ -106,15 +106,15 @@ def read_trace_frame(
         )
         seconds = (stamps - stamps.min()).dt.total_seconds()
     elif arrival is not None:
-        seconds = checker.numeric(arrival, min_value=0.0, what="a finite arrival time >= 0")
+        seconds = checker.numeric(arrival, min_value=0.0, what="a finite arrival time >= 0", max_value=1e14)
         if arrival == "timestamp":
             seconds = seconds / 1000.0  # Mooncake timestamps are milliseconds
         seconds = seconds - seconds.min()
     else:
         seconds = pd.Series(np.nan, index=frame.index)
-    checker.numeric(prompt, min_value=0.0, what="a token count >= 0")
+    checker.numeric(prompt, min_value=0.0, what="a token count >= 0", max_value=VALUE_BOUNDS["prompt_tokens"])
     check_whole(checker, prompt)
-    checker.numeric(output, min_value=0.0, what="a token count >= 0")
+    checker.numeric(output, min_value=0.0, what="a token count >= 0", max_value=VALUE_BOUNDS["output_tokens"])
     check_whole(checker, output)
     checker.frame["_arrival"] = seconds.to_numpy(dtype="float64")
     frame, skipped = checker.finish()

@@ -217,6 +217,16 @@ def join_run_index(
     right = pd.DataFrame({k: normalise_series(index[k]) for k in shared})
     for c in add:
         right[c] = index[c].to_numpy()
+    right = right.drop_duplicates()
+    ambiguous = right.duplicated(subset=shared, keep=False).to_numpy()
+    if ambiguous.any():  # the index is keyed by more columns than the samples carry
+        first = right.loc[ambiguous, shared].iloc[0]
+        clause = ", ".join(f"{k}={first[k]}" for k in shared)
+        raise TelemetryError(
+            f"the run index has {int(ambiguous.sum())} rows with different {add} for {clause}; the samples "
+            f"{samples_path} carry only the key columns {list(shared)} of the index keys {list(index_keys)}; "
+            "add the other key columns to the samples, or give an index with one row per run of the samples",
+            path=index_path, field=shared[0])
     merged = left.merge(right, on=shared, how="left")
     out = samples.copy()
     for c in add:

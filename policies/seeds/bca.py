@@ -45,6 +45,7 @@ from controlkit.policyfile import PolicyFile
 from identification.errors import InfeasibleSpecError, PolicyError
 from policies.registry import PolicyContext, register
 from policies.seeds._params import check_params, param, parse_params, resolve_cap
+from policies.tables import read_side_file
 
 __all__ = [
     "BCA_RULES",
@@ -54,6 +55,7 @@ __all__ = [
     "bca_select",
     "bca_sweep",
     "load_bca_table",
+    "parse_bca_table",
 ]
 
 BCA_RULES = ("a", "b", "third-party")
@@ -237,21 +239,26 @@ def bca_sweep(run_fn: Callable[[int], Any], grid: Iterable[int]) -> tuple[BcaPoi
 def load_bca_table(path: str | Path) -> tuple[BcaPoint, ...]:
     """Read a sweep table from CSV with columns ``batch, throughput, latency_s[, peak_kv_usage]``.
 
+    The path is read as given (a library call); policies built from a file or a spec string
+    read their table through :func:`policies.tables.read_side_file` instead.
+
     Raises
     ------
     PolicyError
-        Unreadable file, missing column, or a bad value (naming the file, line and field).
+        Unreadable, irregular or oversized file, missing column, or a bad value (naming the
+        file, line and field, never the content).
     """
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise PolicyError(f"{p}: cannot read BCA table ({exc.strerror})") from None
+    return parse_bca_table(read_side_file(str(p.resolve()), str(p.resolve().parent), "BCA table"), str(p))
+
+
+def parse_bca_table(text: str, name: str) -> tuple[BcaPoint, ...]:
+    """Parse the text of a sweep table (see :func:`load_bca_table`); ``name`` is used in errors."""
     reader = csv.DictReader(text.splitlines())
     need = ("batch", "throughput", "latency_s")
     missing = [c for c in need if c not in (reader.fieldnames or [])]
     if missing:
-        raise PolicyError(f"{p}: line 1: missing column(s) {', '.join(missing)}; expected {', '.join(need)}")
+        raise PolicyError(f"{name}: line 1: missing column(s) {', '.join(missing)}; expected {', '.join(need)}")
     points = []
     for line, row in enumerate(reader, start=2):
         field = "batch"
@@ -265,8 +272,8 @@ def load_bca_table(path: str | Path) -> tuple[BcaPoint, ...]:
             kv_text = (row.get("peak_kv_usage") or "").strip()
             kv = float(kv_text) if kv_text else None
             points.append(BcaPoint(batch, thr, lat, kv))
-        except (TypeError, ValueError) as exc:
-            raise PolicyError(f"{p}: line {line}: field {field!r}: {exc}") from None
+        except (TypeError, ValueError):  # the value is not echoed: the file may not be meant for us
+            raise PolicyError(f"{name}: line {line}: field {field!r} is not a valid number") from None
     return tuple(points)
 
 
@@ -321,8 +328,9 @@ def build_bca(params: BcaParams, ctx: PolicyContext) -> BcaPolicy:
     if params.b_opt is not None:
         b_opt = params.b_opt
     else:
+        text = read_side_file(params.table, ctx.policy_dir or None, "BCA table")
         b_opt = bca_select(
-            load_bca_table(params.table),
+            parse_bca_table(text, params.table[:120]),
             rule=params.rule,
             epsilon=params.epsilon,
             latency_factor=params.latency_factor,

@@ -84,7 +84,10 @@ def test_sweep_runs_any_callable_over_the_grid() -> None:
         bca_sweep(lambda b: BcaPoint(2, 1.0, 0.1), [1])
 
 
-def test_policy_kind_is_a_static_cap_from_b_opt_or_a_table_file(tmp_path: Path) -> None:
+def test_policy_kind_is_a_static_cap_from_b_opt_or_a_table_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTROLKIT_TABLE_DIRS", str(tmp_path))  # spec strings read only allowed folders
     o = Observation(t_s=0.0, num_running=5, num_waiting=5, kv_blocks_used=1, kv_blocks_total=10)
     policy = build_policy("bca:b_opt=96", PolicyContext(max_num_seqs=256))
     assert isinstance(policy, BcaPolicy)
