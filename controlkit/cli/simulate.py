@@ -74,6 +74,9 @@ def plot_run(steps: Any, path: str | Path, *, title: str, max_seqs_ceiling: int)
 @click.option("--max-batched-tokens", type=click.IntRange(1, 10**7), default=None,
               help="Engine token budget (plant default).")
 @click.option("--no-chunked-prefill", is_flag=True, help="vLLM 0.5 prefill-only steps instead of chunked.")
+@click.option("--timeout-s", type=FiniteFloat(0.0, 7 * 86400.0), default=None,
+              help="Client timeout: a request with no first token this long after arrival is aborted "
+                   "(bounded waiting; the benchmark protocol uses 3x the TTFT SLO). Default: clients wait.")
 @click.option("--horizon-s", type=FiniteFloat(0.0, MAX_HORIZON_S), default=None,
               help="Stop at this simulated time.")
 @click.option("-o", "--output", default="-", show_default=True, callback=output_path,
@@ -100,6 +103,7 @@ def command(
     max_num_seqs: int | None,
     max_batched_tokens: int | None,
     no_chunked_prefill: bool,
+    timeout_s: float | None,
     horizon_s: float | None,
     output: str,
     telemetry: str | None,
@@ -118,7 +122,7 @@ def command(
     base = default_slo(plant.decode_s(1))
     # an explicit value (the ranges above refuse zero) is used as given, never replaced by a default
     slo = SLO(ttft_s=base.ttft_s if ttft_slo_s is None else ttft_slo_s,
-              tpot_s=base.tpot_s if tpot_slo_s is None else tpot_slo_s)
+              tpot_s=base.tpot_s if tpot_slo_s is None else tpot_slo_s, timeout_s=timeout_s)
     chunked = not no_chunked_prefill
     seqs = plant.max_num_seqs_default if max_num_seqs is None else max_num_seqs
     if max_batched_tokens is not None:

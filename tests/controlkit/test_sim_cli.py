@@ -66,6 +66,23 @@ def test_simulate_command_writes_metrics_telemetry_and_plot(shared_data: Path, t
     assert png.stat().st_size > 1000
 
 
+def test_simulate_timeout_bounds_every_wait_and_timed_out_requests_are_not_good(tmp_path: Path) -> None:
+    def run(*extra: str) -> dict[str, object]:
+        out = tmp_path / f"m{len(extra)}.json"
+        code = main(["simulate", "--plant", "vllm-h100:llama-2-7b", "--workload", "sharegpt:poisson:40",
+                     "--num-requests", "300", "--policy", "test-sim-cap:cap=2", "--ttft-slo-s", "1",
+                     "-o", str(out), *extra])
+        assert code == 0
+        doc: dict[str, object] = json.loads(out.read_text())
+        return doc
+
+    waits, bounded = run(), run("--timeout-s", "3")
+    assert waits["num_timed_out"] == 0 and float(waits["ttft_p99_s"]) > 3  # type: ignore[arg-type]
+    assert int(bounded["num_timed_out"]) > 0  # type: ignore[call-overload]
+    n_good = float(bounded["slo_attainment"]) * int(bounded["num_requests"])  # type: ignore[arg-type,call-overload]
+    assert n_good <= int(bounded["num_requests"]) - int(bounded["num_timed_out"]) + 1e-9  # type: ignore[call-overload]
+
+
 def test_simulate_command_reports_a_bad_plant_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         ["simulate", "--plant", "vllm-h100:nope", "--workload", "sharegpt", "--policy", "test-sim-cap"]
