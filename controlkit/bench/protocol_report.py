@@ -212,7 +212,7 @@ def protocol_text(r: ProtocolResults) -> str:
   (`step:a:b`: Poisson, rate a × load × capacity, then b × load × capacity from half-way).
 - **Loads relative to measured capacity**: {", ".join(f"{x:g}" for x in p.loads)} × the capacity of each
   (plant, workload), *measured* on the plant: the highest arrival rate at which vLLM's default configuration
-  (bare) meets both SLOs for ≥ 90% of the requests (mean over the tune seeds' windows, with the same window,
+  (bare) meets both SLOs for ≥ 90% of the requests (mean over all five tune windows, with the same window,
   timeout and warm-up as every cell), found by bisection in log-rate to 4%, starting from the completion rate of
   the best TPOT-feasible static cap on a burst of {p.capacity_requests} of the workload's requests.
 - **Fixed measurement window**: each cell replays arrivals for warm-up {p.warmup_s:g} s + window
@@ -235,7 +235,8 @@ def protocol_text(r: ProtocolResults) -> str:
 - **vLLM's defaults per GPU** (vLLM 0.33 `vllm serve`): H100 1024 sequences / 8192 tokens, A100 256 / 2048.
 - **Seeds and split (frozen in code)**: tune seeds {list(p.tune_seeds)} (⊆ 0–4), hold-out seeds
   {list(p.holdout_seeds)} (⊆ 5–9). A seed picks a distinct window of a trace (or new arrivals for synthetic
-  workloads). The best static caps are chosen **once per plant on the tune seeds** (highest mean goodput,
+  workloads); tune and hold-out windows interleave over the trace (tune seed s is window 2s, hold-out seed
+  5+s window 2s+1). The best static caps are chosen **once per plant on the tune seeds** (highest mean goodput,
   normalised per (workload, load) by the best cap, over loads {GOAL_LOADS[0]}–{GOAL_LOADS[1]}); every number
   below is computed on the hold-out seeds only. The controllers are designed from identified telemetry with
   no tuning on either split.
