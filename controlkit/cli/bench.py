@@ -102,7 +102,16 @@ def command(
     window_s: float | None,
 ) -> None:
     """Run the benchmark protocol (or, with --legacy-grid, the old grid) and write the report."""
+    check_ray_address(ray_address)
     if not legacy_grid and (not from_json or _is_protocol_json(from_json)):
+        legacy_only = {"--ray": ray_address, "--policies": policies, "--static-caps": static_caps,
+                       "--num-requests": num_requests, "--horizon-s": horizon_s, "--seed": seed}
+        given = [name for name, value in legacy_only.items() if value not in (None, ())]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)}: not used by the benchmark protocol (its policies, caps, windows and seeds are "
+                "fixed in controlkit.bench.protocol; it runs on local processes, --jobs); add --legacy-grid"
+            )
         _protocol(
             quick=quick,
             plants=_split(plants),
@@ -137,7 +146,6 @@ def command(
             horizon_s=horizon_s,
             seed=seed,
         )
-        check_ray_address(ray_address)
         n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
         results = run_bench(
             grid,

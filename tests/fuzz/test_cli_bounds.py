@@ -140,9 +140,15 @@ def test_a_10mb_line_of_commas_fails_fast_with_a_bounded_message(tmp_path: Path)
 
 
 def test_bench_exits_nonzero_when_every_cell_failed(tmp_path: Path) -> None:
-    code, line = _run(["bench", "--quick", "--policies", "static:max_num_seqs=0", "--no-plots", "--no-progress",
-                       "--jobs", "1", "-o", str(tmp_path / "b.md")])
+    code, line = _run(["bench", "--legacy-grid", "--quick", "--policies", "static:max_num_seqs=0", "--no-plots",
+                       "--no-progress", "--jobs", "1", "-o", str(tmp_path / "b.md")])
     assert code == 1 and "every one of the" in line
+
+
+def test_bench_protocol_refuses_legacy_only_options_instead_of_ignoring_them(tmp_path: Path) -> None:
+    for extra in (["--policies", "pid"], ["--seed", "3"], ["--ray", "local"], ["--static-caps", "8"]):
+        code, line = _run(["bench", "--quick", *extra, "--no-progress", "-o", str(tmp_path / "b.md")])
+        assert code == 2 and extra[0] in line and "--legacy-grid" in line
 
 
 def test_bench_ray_with_a_bad_address_fails_within_the_timeout(tmp_path: Path) -> None:
