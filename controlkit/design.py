@@ -90,11 +90,14 @@ MEMORY_UNKNOWN = (
 
 
 def without_unknown_claims(plant: DesignPlant, cert: Certificate) -> Certificate:
-    """Drop the claims the plant has no data for and record them under ``claims_not_made``.
+    """Record in the certificate what the data could not support.
 
     With the KV capacity unknown (``plant.memory_known`` False) the ``memory_safety`` claim cannot be
     made either way; it is removed (so the others can certify the design) and named, with the
-    reason, in the certificate's assumptions, which the policy file keeps.
+    reason, under ``claims_not_made`` in the certificate's assumptions, which the policy file keeps.
+    When the design used the slope floor (``plant.k_min_data`` not NaN, see
+    :meth:`DesignPlant.from_model`), the data's own bound and the floor are recorded under
+    ``slope_floor``.
     """
     if not math.isnan(plant.k_min_data):
         floor = {"slope_floor": (
