@@ -13,7 +13,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-__all__ = ["BatchLimits", "BatchPolicy", "Observation", "SanitizedLimits", "sanitize_limits"]
+__all__ = [
+    "WAITING_LIST_LIMIT", "BatchLimits", "BatchPolicy", "Observation", "SanitizedLimits", "sanitize_limits",
+]
+
+#: The longest head of the waiting queue an :class:`Observation` lists (``waiting_prompt_tokens``,
+#: ``waiting_age_s``, ``waiting_class``).  One constant for the simulator and every engine
+#: adapter, so a policy sees the same observation in simulation and in production.
+WAITING_LIST_LIMIT = 256
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from controlkit.sim.engine import WAITING_OBS_LIMIT, simulate
+from controlkit.sim.engine import WAITING_LIST_LIMIT, simulate
 from controlkit.sim.metrics import SLO, RequestOutcomes, SimMetrics, SimResult, default_slo
 from controlkit.sim.plants import Plant, load_plant
 from controlkit.sim.telemetry import read_steps, write_requests, write_steps
@@ -15,7 +15,7 @@ from controlkit.sim.workloads import Workload, load_workload
 
 __all__ = [
     "SLO",
-    "WAITING_OBS_LIMIT",
+    "WAITING_LIST_LIMIT",
     "Plant",
     "RequestOutcomes",
     "SimMetrics",

@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from controlkit.contract import BatchLimits, BatchPolicy, Observation, sanitize_limits
+from controlkit.contract import WAITING_LIST_LIMIT, BatchLimits, BatchPolicy, Observation, sanitize_limits
 from controlkit.sim.metrics import SLO, RequestOutcomes, SimResult, compute_metrics
 from controlkit.sim.plants import Plant
 from controlkit.sim.workloads import Workload
 from identification.errors import ControlkitError, ExtrapolationWarning
 
-__all__ = ["WAITING_OBS_LIMIT", "simulate"]
+__all__ = ["WAITING_LIST_LIMIT", "simulate"]  # the limit lives in controlkit.contract
 
 
 def _slo_classes(slo: SLO | Sequence[SLO]) -> tuple[SLO, ...]:
@@ -49,9 +49,6 @@ def _slo_classes(slo: SLO | Sequence[SLO]) -> tuple[SLO, ...]:
     if not classes or not all(isinstance(c, SLO) for c in classes):
         raise ControlkitError(f"slo must be an SLO or a non-empty sequence of SLOs, got {slo!r}")
     return classes
-
-#: Waiting prompt lengths passed to the policy are truncated to the first this many.
-WAITING_OBS_LIMIT = 256
 
 #: Slot setters of :class:`Observation` in field order: building the (frozen, validation-free)
 #: observation through them skips the dataclass ``__init__``'s ``object.__setattr__`` per field.
@@ -360,10 +357,10 @@ def simulate(
 
         # ---- observe, decide, sanitize
         if obs_version != wait_version:
-            wait_tuple = tuple(prm[r] + emitted[r] for r in islice(waiting, WAITING_OBS_LIMIT))
-            wait_arr = [arr[r] for r in islice(waiting, WAITING_OBS_LIMIT)]
+            wait_tuple = tuple(prm[r] + emitted[r] for r in islice(waiting, WAITING_LIST_LIMIT))
+            wait_arr = [arr[r] for r in islice(waiting, WAITING_LIST_LIMIT)]
             if multi:
-                wait_cls = tuple(cls[r] for r in islice(waiting, WAITING_OBS_LIMIT))
+                wait_cls = tuple(cls[r] for r in islice(waiting, WAITING_LIST_LIMIT))
             obs_version = wait_version
         # ages of the listed waiting requests (O(listed) per step, only while a queue exists)
         wait_age = tuple([t - a for a in wait_arr]) if wait_arr else ()
@@ -424,7 +421,7 @@ def simulate(
                     max_seqs_ceiling=ceiling,
                     min_batched_tokens=min_budget,
                     max_batched_tokens_ceiling=max_batched_tokens,
-                    num_waiting=min(len(waiting), WAITING_OBS_LIMIT),
+                    num_waiting=min(len(waiting), WAITING_LIST_LIMIT),
                 )
                 res_fault, new_limits = res.fault, res.limits
             if res_fault:

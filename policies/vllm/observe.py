@@ -29,7 +29,7 @@ Definitions (vLLM has no step timestamps of its own):
   one token per step).
 * ``ttft_s`` holds, for requests whose prefill completed in the last step, the time from
   their arrival (``Request.arrival_time``, wall clock) to the end of that step.
-* ``waiting_age_s`` holds, for the listed head of ``waiting`` (at most :data:`WAITING_PEEK`,
+* ``waiting_age_s`` holds, for the listed head of ``waiting`` (at most :data:`~controlkit.contract.WAITING_LIST_LIMIT`,
   the same requests as ``waiting_prompt_tokens``), wall-clock now minus ``arrival_time``
   (one clock reading; never negative); ``oldest_wait_s`` is the same for the queue's head.
 * KV blocks exclude vLLM's one reserved null block, so ``used / total`` equals vLLM's
@@ -45,15 +45,13 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
-from controlkit.contract import Observation
+from controlkit.contract import WAITING_LIST_LIMIT, Observation
 
-__all__ = ["WAITING_PEEK", "StepObserver", "make_observation"]
+__all__ = ["StepObserver", "make_observation"]
 
 _computed = attrgetter("num_computed_tokens")
 _prompt = attrgetter("num_prompt_tokens")
 _arrival = attrgetter("arrival_time")
-#: How many waiting requests (from the head of vLLM's ``waiting`` queue) an observation lists.
-WAITING_PEEK = 32
 
 #: The order in which :func:`make_observation` takes its arguments (every Observation field).
 OBSERVATION_FIELDS: tuple[str, ...] = (
@@ -154,13 +152,13 @@ class StepObserver:
     ) -> Observation:
         """Build the observation for the decision at the top of ``schedule()``.
 
-        With ``waiting_details`` the observation lists, for the first :data:`WAITING_PEEK`
+        With ``waiting_details`` the observation lists, for the first :data:`~controlkit.contract.WAITING_LIST_LIMIT`
         requests of vLLM's ``waiting`` queue in queue order, their prompt lengths
         (``waiting_prompt_tokens``) and their ages (``waiting_age_s``: wall-clock time now
         minus ``Request.arrival_time``, one clock reading for the whole list).  Requests in
         ``kv_holding_waiting`` (they hold KV blocks and vLLM always admits them first) are
         counted in ``num_waiting`` but not listed.  Without it both lists are empty (saves a
-        pass over up to 32 requests when the policy does not read them).  ``now_s`` is this
+        pass over up to :data:`~controlkit.contract.WAITING_LIST_LIMIT` requests when the policy does not read them).  ``now_s`` is this
         observer's ``clock()`` if the caller just read it.
         """
         now = self.clock() if now_s is None else now_s
@@ -174,7 +172,7 @@ class StepObserver:
             wall = self.wall_clock()
             oldest_wait_s = max(0.0, wall - float(waiting.peek_request().arrival_time))
             if waiting_details:
-                head = list(itertools.islice(waiting, WAITING_PEEK))
+                head = list(itertools.islice(waiting, WAITING_LIST_LIMIT))
                 prompts = tuple(map(_prompt, head))
                 ages = tuple([wall - a for a in map(_arrival, head)])
                 if min(ages) < 0.0:  # an arrival stamped by a skewed clock

@@ -172,7 +172,7 @@ class HookRuntime:
         """Move the listed waiting requests to the head of ``queue`` in ``order``; True if moved.
 
         ``order`` holds distinct indices into this step's observation's
-        ``waiting_prompt_tokens``, i.e. into the first :data:`~policies.vllm.observe.WAITING_PEEK`
+        ``waiting_prompt_tokens``, i.e. into the first :data:`~controlkit.contract.WAITING_LIST_LIMIT`
         requests of vLLM's FCFS ``waiting`` queue (already validated by the guard).  Those
         requests go first, in that order; every other request keeps its relative order, and
         none is added or lost.  Costs O(largest index), and nothing for an identity order.

@@ -125,7 +125,7 @@ def test_public_api_is_pinned() -> None:
 
     assert set(sim.__all__) == {
         "SLO",
-        "WAITING_OBS_LIMIT",
+        "WAITING_LIST_LIMIT",
         "Plant",
         "RequestOutcomes",
         "SimMetrics",

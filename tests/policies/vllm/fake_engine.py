@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import warnings
 from concurrent.futures import Future
 from pathlib import Path
@@ -28,6 +29,11 @@ from typing import Any
 NUM_PROMPTS = 20
 MAX_TOKENS = 16
 PROMPT_TOKENS = 24
+# The fake "forward pass" takes STEP_BASE_S + STEP_PER_SEQ_S per scheduled sequence, so the
+# hook's step log has a known, positive latency slope for ``identify`` to find (without it
+# step time is scheduler noise and the fitted slope can come out negative).
+STEP_BASE_S = 2e-3
+STEP_PER_SEQ_S = 1e-3
 
 
 def _fake_executor_class() -> Any:
@@ -74,6 +80,7 @@ def _fake_executor_class() -> Any:
 
         def sample_tokens(self, grammar_output: Any, non_block: bool = False) -> Any:
             so, self.pending = self.pending, None
+            time.sleep(STEP_BASE_S + STEP_PER_SEQ_S * len(so.num_scheduled_tokens))
             before: dict[str, int] = {}
             for nr in so.scheduled_new_reqs:
                 self.total_len[nr.req_id] = len(nr.prompt_token_ids)

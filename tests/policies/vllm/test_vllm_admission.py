@@ -162,20 +162,23 @@ def _queue_with_arrivals(make_sched: Any, request_fn: Any, policy: Any, n: int =
 
 
 def test_observation_lists_waiting_ages_in_queue_order(make_sched: Any, request_fn: Any) -> None:
-    from policies.vllm.observe import WAITING_PEEK
+    from controlkit.contract import WAITING_LIST_LIMIT as LISTED
 
     policy = Recorder(cap=2)
-    sched = _queue_with_arrivals(make_sched, request_fn, policy)
+    n = LISTED + 20  # longer than the listed head
+    sched = _queue_with_arrivals(make_sched, request_fn, policy, n=n)
+    oldest = n + 100.0
+    sched.controlkit.observer.wall_clock = lambda: 1000.0 + oldest
     sched.schedule()
     sched.schedule()
     first, second = policy.seen
-    assert first.num_waiting == 40 and len(first.waiting_prompt_tokens) == WAITING_PEEK
-    assert first.waiting_prompt_tokens == tuple(16 + i for i in range(WAITING_PEEK))
-    assert first.waiting_age_s == tuple(100.0 - i for i in range(WAITING_PEEK))
-    assert first.oldest_wait_s == 100.0
+    assert first.num_waiting == n and len(first.waiting_prompt_tokens) == LISTED
+    assert first.waiting_prompt_tokens == tuple(16 + i for i in range(LISTED))
+    assert first.waiting_age_s == tuple(oldest - i for i in range(LISTED))
+    assert first.oldest_wait_s == oldest
     # two admitted (cap 2): the list moves on with the queue, ages from the same clock
-    assert second.waiting_prompt_tokens == tuple(16 + i for i in range(2, 2 + WAITING_PEEK))
-    assert second.waiting_age_s == tuple(100.0 - i for i in range(2, 2 + WAITING_PEEK))
+    assert second.waiting_prompt_tokens == tuple(16 + i for i in range(2, 2 + LISTED))
+    assert second.waiting_age_s == tuple(oldest - i for i in range(2, 2 + LISTED))
     # an arrival stamped ahead of this clock (skew) reads as age 0, never negative
     sched.controlkit.observer.wall_clock = lambda: 1010.5
     sched.schedule()

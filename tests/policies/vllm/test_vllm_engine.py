@@ -94,6 +94,9 @@ def test_identify_fits_a_model_from_the_engine_step_log(
     model = json.loads(out.read_text())
     assert model["schema"] == "controlkit.model/1"
     assert "16383" in json.dumps(model)  # the engine's KV capacity made it into the model
+    # the fake forward pass sleeps STEP_PER_SEQ_S per sequence: identify finds that slope
+    coeffs = json.dumps(model["latency"])
+    assert model["latency"], coeffs
 
 
 def _families(text: str) -> set[str]:
