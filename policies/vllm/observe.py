@@ -152,13 +152,14 @@ class StepObserver:
     ) -> Observation:
         """Build the observation for the decision at the top of ``schedule()``.
 
-        With ``waiting_details`` the observation lists, for the first :data:`~controlkit.contract.WAITING_LIST_LIMIT`
-        requests of vLLM's ``waiting`` queue in queue order, their prompt lengths
-        (``waiting_prompt_tokens``) and their ages (``waiting_age_s``: wall-clock time now
-        minus ``Request.arrival_time``, one clock reading for the whole list).  Requests in
-        ``kv_holding_waiting`` (they hold KV blocks and vLLM always admits them first) are
-        counted in ``num_waiting`` but not listed.  Without it both lists are empty (saves a
-        pass over up to :data:`~controlkit.contract.WAITING_LIST_LIMIT` requests when the policy does not read them).  ``now_s`` is this
+        With ``waiting_details`` the observation lists, for the first
+        :data:`~controlkit.contract.WAITING_LIST_LIMIT` requests of vLLM's ``waiting`` queue in
+        queue order, their prompt lengths (``waiting_prompt_tokens``) and their ages
+        (``waiting_age_s``: wall-clock time now minus ``Request.arrival_time``, one clock
+        reading for the whole list).  Requests in ``kv_holding_waiting`` (they hold KV blocks
+        and vLLM always admits them first) are counted in ``num_waiting`` but not listed.
+        Without it both lists are empty (saves a pass over the listed head when the policy
+        does not read them).  ``now_s`` is this
         observer's ``clock()`` if the caller just read it.
         """
         now = self.clock() if now_s is None else now_s

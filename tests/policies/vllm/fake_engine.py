@@ -2,7 +2,7 @@
 
 ``python fake_engine.py MODE OUT_JSON`` builds ``LLM(...)`` in process with a fake executor
 whose "model" emits token 7 once a request's prompt is computed, generates a fixed batch of
-prompts, and writes what happened as JSON: the scheduler class the engine used, the running
+prompts (unequal output lengths), and writes what happened as JSON: the scheduler class the engine used, the running
 counts per engine step, the Prometheus exposition text of the default registry, and so on.
 
 MODE is one of
@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 NUM_PROMPTS = 20
-MAX_TOKENS = 16
+#: Output lengths, one per prompt: unequal, so requests finish at different steps and the
+#: running batch varies (1..cap) for ``identify`` to see a slope.
+OUTPUT_TOKENS = [8 + 4 * (i % 5) for i in range(NUM_PROMPTS)]
 PROMPT_TOKENS = 24
 # The fake "forward pass" takes STEP_BASE_S + STEP_PER_SEQ_S per scheduled sequence, so the
 # hook's step log has a known, positive latency slope for ``identify`` to find (without it
@@ -146,7 +148,7 @@ def run(mode: str, model_dir: str) -> dict[str, Any]:
 
     sched.schedule = counting_schedule
     prompts = [{"prompt_token_ids": [11 + i] * PROMPT_TOKENS} for i in range(NUM_PROMPTS)]
-    params = SamplingParams(max_tokens=MAX_TOKENS, ignore_eos=True, detokenize=False)
+    params = [SamplingParams(max_tokens=n, ignore_eos=True, detokenize=False) for n in OUTPUT_TOKENS]
     outputs = llm.generate(prompts, params, use_tqdm=False)
     hook = getattr(sched, "controlkit", None)
     if hook is not None:

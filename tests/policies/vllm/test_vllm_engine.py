@@ -22,6 +22,9 @@ pytest.importorskip("vllm")
 from identification import read_telemetry
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from fake_engine import OUTPUT_TOKENS, STEP_PER_SEQ_S  # noqa: E402
+
 SCRIPT = HERE / "fake_engine.py"
 CAP = 4
 
@@ -53,14 +56,14 @@ def engine_runs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 def test_engine_runs_the_hook_through_scheduler_cls_string(engine_runs: dict[str, Any]) -> None:
     run = engine_runs["string"]
     assert run["scheduler"] == "ControlledScheduler"  # CPU platform: async scheduling off
-    assert run["completion_tokens"] == [16] * 20
+    assert run["completion_tokens"] == OUTPUT_TOKENS
     assert max(run["running"]) == CAP and run["faults"] == 0
 
 
 def test_plugin_installs_the_hook_without_a_flag(engine_runs: dict[str, Any]) -> None:
     run = engine_runs["plugin"]
     assert run["scheduler"] == "ControlledScheduler"
-    assert run["completion_tokens"] == [16] * 20
+    assert run["completion_tokens"] == OUTPUT_TOKENS
     assert max(run["running"]) == CAP
 
 
@@ -68,7 +71,7 @@ def test_explicit_scheduler_cls_wins_over_the_plugin(engine_runs: dict[str, Any]
     run = engine_runs["plugin-explicit"]
     assert run["scheduler"] == "Scheduler"
     assert max(run["running"]) == 16  # vLLM's own max_num_seqs, no cap
-    assert run["completion_tokens"] == [16] * 20
+    assert run["completion_tokens"] == OUTPUT_TOKENS
 
 
 def test_engine_step_log_reads_as_telemetry(engine_runs: dict[str, Any]) -> None:
@@ -79,7 +82,7 @@ def test_engine_step_log_reads_as_telemetry(engine_runs: dict[str, Any]) -> None
     assert steps["num_running"].max() == CAP
     assert (steps["max_active_seqs"] == CAP).all()
     assert steps["num_prefill_tokens"].sum() == 20 * 24
-    assert steps["num_decode_tokens"].sum() == 20 * 15  # the first token comes with the prefill
+    assert steps["num_decode_tokens"].sum() == sum(OUTPUT_TOKENS) - 20  # the first token comes with the prefill
     assert (steps["step_s"] > 0).all() and steps["t_s"].is_monotonic_increasing
     assert (steps["kv_blocks_total"] == 16383).all()
 
@@ -95,8 +98,8 @@ def test_identify_fits_a_model_from_the_engine_step_log(
     assert model["schema"] == "controlkit.model/1"
     assert "16383" in json.dumps(model)  # the engine's KV capacity made it into the model
     # the fake forward pass sleeps STEP_PER_SEQ_S per sequence: identify finds that slope
-    coeffs = json.dumps(model["latency"])
-    assert model["latency"], coeffs
+    lo_s, hi_s = model["latency"]["slope_interval_s_per_seq"]
+    assert 0.5 * STEP_PER_SEQ_S < lo_s < hi_s < 2.0 * STEP_PER_SEQ_S, (lo_s, hi_s)
 
 
 def _families(text: str) -> set[str]:
