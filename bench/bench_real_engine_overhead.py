@@ -28,7 +28,7 @@ def main() -> int:
     ap.add_argument("--out", default="out/bench-real-engine", help="directory of the hooked engine's step log")
     args = ap.parse_args()
     os.environ.setdefault("CONTROLKIT_DECIDE_PERIOD_S", "0")
-    from controlkit.realengine.offline import engine_kwargs, generate, make_llm
+    from controlkit.app.realengine.offline import engine_kwargs, generate, make_llm
 
     kw = engine_kwargs(max_num_seqs=32)
     Path(args.out).mkdir(parents=True, exist_ok=True)  # outlives the engines (they flush at exit)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 import identification
-from controlkit.bench.backend import nominal_rate_req_s
+from controlkit.app.bench.backend import nominal_rate_req_s
 from controlkit.design import design_pid
 from controlkit.plant import DesignPlant
 from controlkit.schedule import design_adaptive_pid

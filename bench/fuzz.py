@@ -2,7 +2,7 @@
 
 Targets: ``telemetry`` (mutated real rows through read_telemetry + identify), ``model`` (mutated
 model files through load_model), ``policy`` (mutated policy files through build_policy and
-decide), ``cli`` (generated command lines through controlkit.cli.main in-process).  Each case is
+decide), ``cli`` (generated command lines through controlkit.app.cli.main in-process).  Each case is
 seeded by ``(seed, target, i)``, so a reported case is re-run with ``--only TARGET --start I -n 1``.
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python bench/fuzz.py [-n 10000] [--targets telemetry,model,policy,cli]``

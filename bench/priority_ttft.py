@@ -17,8 +17,8 @@ import sys
 import warnings
 from typing import Any
 
-from controlkit.bench.backend import SimBackend
-from controlkit.bench.grid import CellTask
+from controlkit.app.bench.backend import SimBackend
+from controlkit.app.bench.grid import CellTask
 
 PLANTS = ("vllm-h100:llama-2-7b", "vllm-h100:llama-2-13b", "vllm-h100:opt-2.7b")
 CONTROLLERS = ("pid", "optimal", "mpc")

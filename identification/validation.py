@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from identification.errors import TelemetryError
 
 if TYPE_CHECKING:
     from identification.latency import LatencyModel
     from identification.memory import MemoryModel
-    from identification.plant import PlantModel
     from identification.workload import WorkloadModel
 
 __all__ = [
@@ -140,7 +139,23 @@ def workload_problems(m: WorkloadModel) -> list[str]:
     return out
 
 
-def model_problems(model: PlantModel) -> list[str]:
+class _PlantLike(Protocol):
+    """What the sanity rules read of a plant model (:class:`identification.plant.PlantModel`)."""
+
+    @property
+    def latency(self) -> LatencyModel: ...
+
+    @property
+    def memory(self) -> MemoryModel: ...
+
+    @property
+    def workload(self) -> WorkloadModel | None: ...
+
+
+_Plant = TypeVar("_Plant", bound=_PlantLike)
+
+
+def model_problems(model: _PlantLike) -> list[str]:
     """Every broken sanity rule of a plant model (latency, memory, workload)."""
     out = latency_problems(model.latency) + memory_problems(model.memory)
     if model.workload is not None:
@@ -148,7 +163,7 @@ def model_problems(model: PlantModel) -> list[str]:
     return out
 
 
-def check_model(model: PlantModel, *, path: str = "<telemetry>") -> PlantModel:
+def check_model(model: _Plant, *, path: str = "<telemetry>") -> _Plant:
     """Return ``model`` if it is physically plausible, else raise naming every broken rule.
 
     Raises

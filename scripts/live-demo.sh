@@ -18,5 +18,5 @@ done
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 VLLM_DO_NOT_TRACK=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$out"
-[ -f "$out/tiny/config.json" ] || timeout 300 "$VENV/bin/python" -m controlkit.realengine.tinymodel "$out/tiny" --seed 0 >/dev/null
-timeout "${LIVE_DEMO_TIMEOUT_S:-1800}" "$VENV/bin/python" -m controlkit.cli live-demo "$out/tiny" --out "$out" ${args[@]+"${args[@]}"}
+[ -f "$out/tiny/config.json" ] || timeout 300 "$VENV/bin/python" -m controlkit.app.realengine.tinymodel "$out/tiny" --seed 0 >/dev/null
+timeout "${LIVE_DEMO_TIMEOUT_S:-1800}" "$VENV/bin/python" -m controlkit.app.cli live-demo "$out/tiny" --out "$out" ${args[@]+"${args[@]}"}

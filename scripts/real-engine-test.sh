@@ -15,7 +15,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 t0=$(date +%s)
 timeout 900 bash scripts/setup-real-engine.sh 2>&1 | grep -v "^WARNING: Location" || { echo "real-engine: setup failed"; exit 1; }
 if [ ! -f "$OUT/tiny/config.json" ]; then
-  timeout 300 "$VENV/bin/python" -m controlkit.realengine.tinymodel "$OUT/tiny" --seed 0 >/dev/null
+  timeout 300 "$VENV/bin/python" -m controlkit.app.realengine.tinymodel "$OUT/tiny" --seed 0 >/dev/null
 fi
 export CONTROLKIT_TINY_MODEL="$PWD/$OUT/tiny"
 echo "real-engine: setup + model in $(( $(date +%s) - t0 )) s"

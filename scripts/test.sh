@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one test command (README, CI): installs everything into .venv, then ruff, mypy --strict, pytest.
+# The one test command (README, CI): installs everything into .venv, then ruff, import-linter, mypy --strict, pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh
@@ -9,6 +9,8 @@ export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"
 export MPLBACKEND=Agg
 echo "== ruff"
 .venv/bin/ruff check identification controlkit policies tests bench
+echo "== import-linter (the layer contract of DESIGN.md §1, pyproject.toml [tool.importlinter])"
+.venv/bin/lint-imports --no-logo --no-cache
 echo "== mypy --strict"
 .venv/bin/mypy --strict
 echo "== pytest"

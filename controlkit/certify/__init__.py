@@ -18,6 +18,7 @@ from controlkit.certify.checks import (
     memory_claim,
     pole_claim,
 )
+from controlkit.certify.constraints import mpc_claims, step_cap_claim
 from controlkit.certify.loop import ControllerSpec
 from controlkit.plant import DesignPlant
 from controlkit.policyfile import PolicyFile
@@ -181,12 +182,8 @@ def certify_policy(pf: PolicyFile, plant: DesignPlant) -> Certificate:
         sc = pf.params.get("step_cap")
         if not isinstance(sc, dict):
             return certify_static(p, int(pf.params["max_num_seqs"]), tpot, (floor,))
-        from controlkit.design import step_cap_claim
-
         claim = step_cap_claim(p, int(sc["batch"]), int(sc["max_batched_tokens"]), float(sc["step_cap_s"]))
         return certify_static(p, int(pf.params["max_num_seqs"]), tpot, (floor, claim))
-    from controlkit.design import mpc_claims
-
     if "rate_limit" not in pf.limits:
         raise PolicyError("policy file: an mpc policy needs limits.rate_limit (sequences per decision)")
     return certify_static(p, int(pf.params["cap_upper"]), None, (floor, *mpc_claims(p, pf.params, pf.limits)))

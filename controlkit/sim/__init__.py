@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
+from controlkit.sim.catalog import load_plant
 from controlkit.sim.engine import WAITING_LIST_LIMIT, simulate
 from controlkit.sim.metrics import SLO, RequestOutcomes, SimMetrics, SimResult, default_slo
-from controlkit.sim.plants import Plant, load_plant
+from controlkit.sim.plants import Plant
 from controlkit.sim.telemetry import read_steps, write_requests, write_steps
 from controlkit.sim.workloads import Workload, load_workload
 

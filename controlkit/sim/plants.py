@@ -21,8 +21,8 @@ The step-time model shared by all plants is
   share of wall time the engine loses to stalls outside the step itself (garbage collection
   of vLLM 0.5's Python engine loop), interpolated on ``decode_batch`` and constant beyond it.
 
-Builders for named plants: :func:`load_plant` (``vllm-h100:<model>`` here; ``vidur-…``,
-``splitwise-…`` and model files in :mod:`controlkit.sim.profiles`).
+Builders for named plants: ``vllm-h100:<model>`` here; ``vidur-…``, ``splitwise-…`` and model
+files in :mod:`controlkit.sim.profiles`; :func:`controlkit.sim.catalog.load_plant` picks one by name.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import pandas as pd
 
 from identification.errors import ControlkitError, TelemetryError
 
-__all__ = ["BCA_MODELS", "Plant", "default_data_dir", "load_plant", "vllm_h100_plant"]
+__all__ = ["BCA_MODELS", "Plant", "default_data_dir", "vllm_h100_plant"]
 
 #: Models measured in the BCA (Memory-Gap) H100 runs, with their parameter counts.
 BCA_MODELS: dict[str, float] = {
@@ -354,54 +354,4 @@ def vllm_h100_plant(
             "background_engine_metrics.csv.gz (prefill fixed and per-stalled-request costs, attention cost "
             "per context token: drain phases; engine-pause fraction per run: steady-state outlier seconds)"
         ),
-    )
-
-
-def _parse_name(name: str) -> tuple[str, str]:
-    family, sep, model = name.partition(":")
-    if not sep or not model:
-        raise ControlkitError(
-            f"plant {name!r} is neither a file nor a name like 'vllm-h100:llama-2-7b', "
-            "'vidur-h100:llama-2-7b', 'splitwise-h100-tp4:llama2-70b'"
-        )
-    return family, model
-
-
-def load_plant(name_or_path: str | Path, *, data_dir: Path | None = None) -> Plant:
-    """Build a plant by name or from a ``controlkit.model/1`` file.
-
-    Parameters
-    ----------
-    name_or_path
-        ``vllm-h100:<model>`` (opt-1.3b, opt-2.7b, llama-2-7b, llama-2-13b),
-        ``vidur-<gpu>:<model>`` (a100/h100/a40; e.g. llama-2-7b, llama-2-70b, phi-2),
-        ``splitwise-<gpu>-tp<k>:<model>`` (a100/h100; llama2-70b, bloom-176b), or a path to a
-        model file written by ``controlkit identify``.
-    data_dir
-        The shared data folder (default :func:`default_data_dir`).
-
-    Raises
-    ------
-    ControlkitError
-        Unknown name; :class:`TelemetryError` when a data file is missing or malformed.
-    """
-    text = str(name_or_path)
-    path = Path(text)
-    if path.suffix == ".json" or (path.is_file() and ":" not in text):
-        from controlkit.sim.profiles import model_file_plant
-
-        return model_file_plant(path)
-    family, model = _parse_name(text)
-    if family == "vllm-h100":
-        return vllm_h100_plant(model, data_dir)
-    if family.startswith("vidur-"):
-        from controlkit.sim.profiles import vidur_plant
-
-        return vidur_plant(family.removeprefix("vidur-"), model, data_dir)
-    if family.startswith("splitwise-"):
-        from controlkit.sim.profiles import splitwise_plant
-
-        return splitwise_plant(family.removeprefix("splitwise-"), model, data_dir)
-    raise ControlkitError(
-        f"unknown plant family {family!r} in {text!r}; known: vllm-h100, vidur-<gpu>, splitwise-<gpu>-tp<k>"
     )

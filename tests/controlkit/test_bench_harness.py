@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controlkit.bench import (
+from controlkit.app.bench import (
     BEST_STATIC,
     QUICK_GRID,
     STATIC_DEFAULT,
@@ -21,9 +21,9 @@ from controlkit.bench import (
     summarize,
     write_report,
 )
-from controlkit.bench.grid import CONTROLLERS, POLICY_TEMPLATES, expand_cells
-from controlkit.bench.hindsight import parse_static_cap
-from controlkit.cli import main
+from controlkit.app.bench.grid import CONTROLLERS, POLICY_TEMPLATES, expand_cells
+from controlkit.app.bench.hindsight import parse_static_cap
+from controlkit.app.cli import main
 
 
 @dataclass(frozen=True, slots=True)

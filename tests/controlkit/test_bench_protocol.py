@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controlkit.bench.grid import CellTask
-from controlkit.bench.protocol import (
+from controlkit.app.bench.grid import CellTask
+from controlkit.app.bench.protocol import (
     HOLDOUT_SEEDS,
     QUICK_PROTOCOL,
     TUNE_SEEDS,
@@ -21,10 +21,10 @@ from controlkit.bench.protocol import (
     trace_start_s,
     vllm_default_limits,
 )
-from controlkit.bench.protocol_report import load_protocol_json, render_protocol, save_protocol_json
-from controlkit.bench.protocol_run import BEST_GUARDED, BEST_STATIC_PLANT, choose_cap, run_protocol
-from controlkit.bench.protocol_stats import median_ratio, t_interval
-from controlkit.bench.results import CellResult
+from controlkit.app.bench.protocol_report import load_protocol_json, render_protocol, save_protocol_json
+from controlkit.app.bench.protocol_run import BEST_GUARDED, BEST_STATIC_PLANT, choose_cap, run_protocol
+from controlkit.app.bench.protocol_stats import median_ratio, t_interval
+from controlkit.app.bench.results import CellResult
 from controlkit.sim import load_workload
 from identification.errors import PolicyError
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from controlkit.bench import QUICK_GRID, run_bench, run_tasks
+from controlkit.app.bench import QUICK_GRID, run_bench, run_tasks
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from controlkit.bench import BEST_STATIC, QUICK_GRID, STATIC_DEFAULT, BenchResults, run_bench, write_report
-from controlkit.bench.backend import SimBackend
-from controlkit.cli import main
+from controlkit.app.bench import BEST_STATIC, QUICK_GRID, STATIC_DEFAULT, BenchResults, run_bench, write_report
+from controlkit.app.bench.backend import SimBackend
+from controlkit.app.cli import main
 
 POLICIES = (STATIC_DEFAULT, BEST_STATIC, "pang-a1a2", "sglang-ratio", "bca", "pid")
 GRID = replace(QUICK_GRID, policies=POLICIES, workloads=("azure-conv", "step:0.5:1.5"), num_requests=80)
-HAS_DESIGN = importlib.util.find_spec("controlkit.cli.design") is not None
+HAS_DESIGN = importlib.util.find_spec("controlkit.app.cli.design") is not None
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_cli_quick_bench_in_process(shared_data: Path, tmp_path: Path) -> None:
 
 def test_cli_subprocess_smoke() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "controlkit.cli", "bench", "--help"],
+        [sys.executable, "-m", "controlkit.app.cli", "bench", "--help"],
         capture_output=True,
         text=True,
         check=False,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlkit.bench import (
+from controlkit.app.bench import (
     BEST_STATIC,
     BenchGrid,
     CellResult,
@@ -19,7 +19,7 @@ from controlkit.bench import (
     materialize_workload,
     run_tasks,
 )
-from controlkit.bench.summary import ratio_of_sums
+from controlkit.app.bench.summary import ratio_of_sums
 from identification.errors import ControlkitError, PolicyError
 
 

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import controlkit.cli.certify as cli_certify
-import controlkit.cli.design as cli_design
-from controlkit.cli import main
+import controlkit.app.cli.certify as cli_certify
+import controlkit.app.cli.design as cli_design
+from controlkit.app.cli import main
 
 
 def fake_model(k_lo=1e-4, k_hi=1.5e-4, capacity=8000):
@@ -120,6 +120,6 @@ def test_design_plot_is_written(models, tmp_path):
 
 def test_cli_subprocess_smoke():
     r = subprocess.run(
-        [sys.executable, "-m", "controlkit.cli", "design", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "controlkit.app.cli", "design", "--help"], capture_output=True, text=True
     )
     assert r.returncode == 0 and "--allow-uncertified" in r.stdout

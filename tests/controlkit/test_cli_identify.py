@@ -1,4 +1,4 @@
-"""`controlkit identify`: in process through controlkit.cli.main, plus one subprocess smoke test."""
+"""`controlkit identify`: in process through controlkit.app.cli.main, plus one subprocess smoke test."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from controlkit.cli import main
+from controlkit.app.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 

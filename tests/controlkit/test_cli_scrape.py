@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlkit.cli import main
+from controlkit.app.cli import main
 from controlkit.scrape import DEFAULT_METRICS, parse_exposition, scrape_to_csv
 from identification import read_telemetry
 from identification.errors import TelemetryError

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controlkit.cli import main
+from controlkit.app.cli import main
 from controlkit.contract import BatchLimits, Observation
 from controlkit.policyfile import PolicyFile
 from controlkit.sim import SLO, Plant, Workload, read_steps, simulate
@@ -93,7 +93,7 @@ def test_simulate_command_reports_a_bad_plant_in_one_line(capsys: pytest.Capture
 
 def test_simulate_subprocess_smoke(shared_data: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "controlkit.cli", "simulate", "--help"],
+        [sys.executable, "-m", "controlkit.app.cli", "simulate", "--help"],
         capture_output=True,
         text=True,
         check=False,

@@ -7,7 +7,7 @@ Targets (see docs/validation.md for the rules each accepted result is checked ag
 * :func:`model_case`: mutated model files through ``load_model``;
 * :func:`policy_case`: mutated policy files through ``load_policy_file``/``build_policy`` and a
   few ``decide`` calls;
-* :func:`cli_case`: generated command lines through ``controlkit.cli.main`` in-process.
+* :func:`cli_case`: generated command lines through ``controlkit.app.cli.main`` in-process.
 """
 
 from __future__ import annotations
@@ -257,8 +257,8 @@ def _cli_argv(rng: random.Random, tmp: Path) -> list[str]:
 
 
 def cli_case(rng: random.Random, tmp: Path) -> tuple[str, str]:
-    """One generated command line through ``controlkit.cli.main``: exit 0, or 1/2 with one short line."""
-    from controlkit.cli import main
+    """One generated command line through ``controlkit.app.cli.main``: exit 0, or 1/2 with one short line."""
+    from controlkit.app.cli import main
 
     argv = _cli_argv(rng, tmp)
     try:

@@ -1,6 +1,6 @@
 """The CLI's bad-input cases of issue 15: one line, exit 1 or 2, bounded time and memory.
 
-Every call runs ``controlkit.cli.main`` in-process; ``_run`` asserts no traceback, one error line
+Every call runs ``controlkit.app.cli.main`` in-process; ``_run`` asserts no traceback, one error line
 of bounded length, and returns (exit code, that line).
 """
 
@@ -15,7 +15,7 @@ import pytest
 from fuzz_cases import captured
 from fuzz_targets import INDEX, POLICIES, SAMPLES, base_model_doc
 
-from controlkit.cli import MAX_ERROR_CHARS, main
+from controlkit.app.cli import MAX_ERROR_CHARS, main
 from controlkit.policyfile import load_policy_file
 from identification.errors import PolicyError
 from identification.telemetry import read_telemetry

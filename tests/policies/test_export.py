@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlkit.cli import main
+from controlkit.app.cli import main
 from controlkit.policyfile import PolicyFile
 from identification.errors import ExportError
 from policies.export import HOOK_SCHEDULER_CLS, check_vllm_limits, export_vllm_config, render_vllm_yaml
@@ -134,7 +134,7 @@ def test_yaml_renders_booleans_and_strings() -> None:
 
 def test_cli_smoke_in_a_subprocess(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "controlkit.cli", "export", "static:max_num_seqs=16",
+        [sys.executable, "-m", "controlkit.app.cli", "export", "static:max_num_seqs=16",
          "--model", "facebook/opt-125m"],
         capture_output=True, text=True, check=False,
     )

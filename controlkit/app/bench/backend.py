@@ -19,7 +19,6 @@ they are part of the result, and a worker must not die of them.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import tempfile
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controlkit.bench.grid import (
+from controlkit.app.bench.grid import (
     CONTROLLERS,
     POLICY_TEMPLATES,
     BenchGrid,
@@ -37,6 +36,7 @@ from controlkit.bench.grid import (
     PlantSetup,
     policy_spec,
 )
+from controlkit.policyfile import PolicyFile
 from identification.errors import ControlkitError
 
 __all__ = ["SimBackend", "nominal_rate_req_s"]
@@ -264,29 +264,14 @@ class SimBackend:
                 return
             designs: dict[str, Any] = {}
             for controller in wanted:
-                out = Path(tmp) / f"{controller}.json"
-                args = [
-                    "design",
-                    str(model_path),
-                    "--tpot-slo-s",
-                    f"{tpot_s:.6g}",
-                    "--ttft-slo-s",
-                    f"{ttft_s:.6g}",
-                    "--controller",
-                    controller,
-                    "-o",
-                    str(out),
-                ]
-                text, code = _run_cli(args, sink)
-                uncertified = False
-                if code != 0 and self.allow_uncertified:
-                    text2, code = _run_cli([*args, "--allow-uncertified"], sink)
-                    text, uncertified = text + text2, code == 0
-                if code != 0 or not out.is_file():
+                text, pf = _design(model_path, controller, tpot_s, ttft_s, self.allow_uncertified, sink)
+                if pf is None:
                     errors[controller] = f"controlkit design --controller {controller} failed: {text.strip()[-400:]}"
                     continue
+                out = Path(tmp) / f"{controller}.json"
+                pf.save(out)  # the policy file as written to disk (strict JSON), as a user would have it
                 specs[controller] = json.loads(out.read_text())
-                designs[controller] = {"uncertified": uncertified, "output": text.strip()[-600:]}
+                designs[controller] = {"uncertified": pf.uncertified, "output": text.strip()[-600:]}
             notes["designs"] = designs
         notes["warnings"] = sink
 
@@ -313,7 +298,7 @@ class SimBackend:
                 wl = _window(wl, task)
             policy = build_policy(task.spec, _context(plant, task.max_num_seqs))
             if task.guard:
-                from controlkit.bench.guarded import GuardedPolicy
+                from controlkit.app.bench.guarded import GuardedPolicy
 
                 policy = GuardedPolicy(policy, task.guard, ttft_slo_s=task.ttft_slo_s)
             result = simulate(
@@ -400,14 +385,28 @@ def _model_summary(model: Any) -> dict[str, Any]:
     return out
 
 
-def _run_cli(args: list[str], sink: list[str]) -> tuple[str, int]:
-    """Run a ``controlkit`` command in-process; any crash becomes exit code 1 and its text."""
-    from controlkit.cli import main
+def _design(
+    model_path: Path, controller: str, tpot_s: float, ttft_s: float, allow_uncertified: bool,
+    sink: list[str],
+) -> tuple[str, PolicyFile | None]:
+    """Design ``controller`` from the identified model (the library calls ``controlkit design`` makes).
 
-    buf = io.StringIO()
+    Returns the design's summary (or the error) and its policy file; ``None`` when the design
+    failed, or is uncertified and ``allow_uncertified`` is off.
+    """
+    from controlkit.app.workflow import design_controller, design_summary
+    from controlkit.plant import DesignPlant
+    from identification.plant import load_model
+
     try:
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), _recorded_warnings(sink):
-            code = main(args)
-    except Exception as exc:
-        return f"{buf.getvalue()}{type(exc).__name__}: {exc}", 1
-    return buf.getvalue(), code
+        with _recorded_warnings(sink):
+            plant = DesignPlant.from_model(load_model(model_path), source=str(model_path))
+            design = design_controller(plant, controller, tpot_s, ttft_s)
+            text = design_summary(design)
+            if not design.certificate.holds and not allow_uncertified:
+                return f"{text}\nError: the design is not certified (use --allow-uncertified)", None
+            return text, design.to_policy_file(allow_uncertified=allow_uncertified)
+    except ControlkitError as exc:
+        return f"Error: {exc}", None
+    except Exception as exc:  # a designer bug: reported in the cell, never a crashed benchmark
+        return f"{type(exc).__name__}: {exc}", None

@@ -24,8 +24,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from controlkit.bench.grid import BEST_STATIC, STATIC_DEFAULT, PlantSetup, static_label
-from controlkit.bench.results import CellResult
+from controlkit.app.bench.grid import BEST_STATIC, STATIC_DEFAULT, PlantSetup, static_label
+from controlkit.app.bench.results import CellResult
 
 __all__ = ["best_static_in_hindsight", "parse_static_cap", "static_default_from_sweep"]
 

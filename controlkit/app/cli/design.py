@@ -2,54 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
 
-from controlkit.cli._checks import FiniteFloat, output_path
-from controlkit.design import Design, design_mpc, design_optimal, design_pid
-from controlkit.filters import FilterSpec
+from controlkit.app.cli._checks import FiniteFloat, output_path
+from controlkit.app.workflow import DESIGNERS, DesignOptions, design_controller, design_summary
 from controlkit.plant import DesignPlant
-from controlkit.schedule import design_adaptive_pid
 from identification.plant import load_model
 
-__all__ = ["command", "summary"]
-
-
-def summary(d: Design) -> str:
-    """Gains or operating point, margins and the certificate, as printed by the command."""
-    op = d.operating_point
-    lines = [
-        f"controller: {d.kind}   SLOs: " + ", ".join(f"{k}={v:g}" for k, v in d.slos.items()),
-        f"plant: slope [{d.plant.k_min:.3g}, {d.plant.k_max:.3g}] s/seq, "
-        f"intercept {d.plant.intercept_s:.3g} s, "
-        f"delays {list(d.plant.delays)}, cap range [{d.plant.b_min}, {d.plant.b_max}]",
-        f"operating point: batch {op.batch} ({op.binding} binds), "
-        f"max_batched_tokens {op.max_batched_tokens}, "
-        f"step at upper slope {op.step_upper_s:.4g} s, predicted TTFT "
-        + (
-            f"{op.ttft_pred_s:.3g} s"
-            if not math.isnan(op.ttft_pred_s)
-            else "n/a (the model has no arrival-rate statistics)"
-        ),
-    ]
-    if not op.ttft_feasible:
-        lines.append(
-            "load: INFEASIBLE - the TTFT SLO cannot be met at the TPOT-feasible batch; "
-            f"priority={d.params.get('priority', 'tpot')} decides which SLO wins"
-        )
-    if d.controller is not None:
-        c = d.controller
-        lines.append(
-            f"gains: kp={c.kp:.4g} seq/s  ki={c.ki:.4g} seq/s^2  kd={c.kd:.4g}  "
-            f"period {c.sample_period_s:.4g} s "
-            f"setpoint {d.params['setpoint_s']:.4g} s  filter {c.filter.kind}  rate {c.rate_limit}/decision"
-        )
-    lines.append(d.certificate.summary())
-    for name, why in d.claims_not_made.items():
-        lines.append(f"  NOT CLAIMED {name}: {why}")
-    return "\n".join(lines)
+__all__ = ["command"]
 
 
 #: Largest measurement delay (decisions) and most delays certified: each delay adds a state to the
@@ -75,7 +37,7 @@ def _delays(text: str) -> tuple[int, ...]:
 @click.option("--ttft-slo-s", type=FiniteFloat(0.0, 7 * 86400.0), default=None, help="TTFT SLO in seconds.")
 @click.option(
     "--controller",
-    type=click.Choice(["pid", "optimal", "mpc", "pid-adaptive"]),
+    type=click.Choice(list(DESIGNERS)),
     default="pid",
     show_default=True,
     help="pid-adaptive: the PID gain-scheduled on an online slope estimate (docs/design.md).",
@@ -124,21 +86,9 @@ def command(
     delay_t = _delays(delays)
     model = load_model(model_path)
     plant = DesignPlant.from_model(model, delays=delay_t, b_max=b_max, source=str(model_path))
-    if controller in ("pid", "pid-adaptive"):
-        d = (design_pid if controller == "pid" else design_adaptive_pid)(
-            plant,
-            tpot_slo_s,
-            ttft_slo_s,
-            method=tuning,
-            filter=FilterSpec(filter_kind),
-            priority=priority,
-            rate_limit=rate_limit,
-        )
-    elif controller == "optimal":
-        d = design_optimal(plant, tpot_slo_s, ttft_slo_s, priority=priority)
-    else:
-        d = design_mpc(plant, tpot_slo_s, ttft_slo_s, rate_limit=rate_limit, priority=priority)
-    click.echo(summary(d))
+    options = DesignOptions(tuning=tuning, filter_kind=filter_kind, priority=priority, rate_limit=rate_limit)
+    d = design_controller(plant, controller, tpot_slo_s, ttft_slo_s, options)
+    click.echo(design_summary(d))
     pf = d.to_policy_file(allow_uncertified=allow_uncertified)
     pf.save(output)
     if plot:

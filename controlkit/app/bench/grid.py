@@ -8,7 +8,7 @@ identified telemetry); :func:`expand_cells` then turns the grid and the setups i
 
 Load factors, not raw rate multipliers, span the grid: a load factor of 1.0 is the
 workload's *nominal* rate on that plant (an estimate of the rate the plant saturates at
-while meeting the TPOT SLO, see :mod:`controlkit.bench.backend`), so the same factors mean
+while meeting the TPOT SLO, see :mod:`controlkit.app.bench.backend`), so the same factors mean
 "light" or "overload" on a 7B and on a 70B plant alike.  :func:`materialize_workload`
 turns (workload, load) into what the workload loader gets: a trace is replayed at
 ``rate_scale = load * nominal / native``; in ``step:<a>:<b>[:<t_s>]``,
@@ -253,7 +253,7 @@ class CellTask:
     ``spec`` is empty and ``error`` set when the policy could not be prepared; the runner
     then reports the cell as failed without simulating it.
 
-    The protocol's fields (:mod:`controlkit.bench.protocol`; all 0 / empty in the legacy
+    The protocol's fields (:mod:`controlkit.app.bench.protocol`; all 0 / empty in the legacy
     grid): ``window_s`` > 0 measures over ``[warmup_s, warmup_s + window_s]`` and simulates
     to ``horizon_s``, replaying every request that arrives before it (``num_requests`` is
     then ignored); ``timeout_s`` is the client timeout; ``start_s`` the trace window's start;
@@ -376,7 +376,7 @@ def expand_cells(grid: BenchGrid, setups: Mapping[str, PlantSetup]) -> list[Cell
     """All cells of ``grid``, in a deterministic order.
 
     The best static in hindsight is not a cell: the static sweep (``static-<cap>``) is,
-    and :mod:`controlkit.bench.hindsight` picks from it afterwards.  The static default is
+    and :mod:`controlkit.app.bench.hindsight` picks from it afterwards.  The static default is
     simulated once, as its sweep cell when the sweep runs.
     """
     cells: list[CellTask] = []

@@ -4,15 +4,15 @@ Every policy on plants x workloads x load factors, in one run, in parallel (a pr
 or Ray), with the best static configuration in hindsight, capacities, and a Markdown
 report with plots (``docs/benchmarks.md``).
 
->>> from controlkit.bench import QUICK_GRID
+>>> from controlkit.app.bench import QUICK_GRID
 >>> QUICK_GRID.loads
 (0.6, 1.2)
 """
 
 from __future__ import annotations
 
-from controlkit.bench.capacity import Capacity, bisect_capacity, capacity_from_curve
-from controlkit.bench.grid import (
+from controlkit.app.bench.capacity import Capacity, bisect_capacity, capacity_from_curve
+from controlkit.app.bench.grid import (
     BEST_STATIC,
     DEFAULT_GRID,
     DEFAULT_POLICIES,
@@ -25,12 +25,12 @@ from controlkit.bench.grid import (
     expand_cells,
     materialize_workload,
 )
-from controlkit.bench.hindsight import best_static_in_hindsight
-from controlkit.bench.report import render_markdown, write_report
-from controlkit.bench.results import BenchResults, CellResult
-from controlkit.bench.runner import TaskOutcome, run_tasks
-from controlkit.bench.suite import Backend, run_bench
-from controlkit.bench.summary import PolicySummary, check_goals, summarize
+from controlkit.app.bench.hindsight import best_static_in_hindsight
+from controlkit.app.bench.report import render_markdown, write_report
+from controlkit.app.bench.results import BenchResults, CellResult
+from controlkit.app.bench.runner import TaskOutcome, run_tasks
+from controlkit.app.bench.suite import Backend, run_bench
+from controlkit.app.bench.summary import PolicySummary, check_goals, summarize
 
 __all__ = [
     "BEST_STATIC",

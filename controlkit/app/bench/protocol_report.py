@@ -13,16 +13,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from controlkit.bench.grid import CellTask, PlantSetup, SLOSpec
-from controlkit.bench.protocol import GOAL_LOADS, Protocol
-from controlkit.bench.protocol_run import BEST_GUARDED, BEST_STATIC_PLANT, ProtocolResults
-from controlkit.bench.protocol_stats import CellStats, cell_stats, median_ratio
-from controlkit.bench.results import CellResult, _nan_to_none, _none_to_nan
+from controlkit.app.bench.grid import CellTask, PlantSetup, SLOSpec
+from controlkit.app.bench.protocol import GOAL_LOADS, Protocol
+from controlkit.app.bench.protocol_run import BEST_GUARDED, BEST_STATIC_PLANT, ProtocolResults
+from controlkit.app.bench.protocol_stats import CellStats, cell_stats, median_ratio
+from controlkit.app.bench.results import CellResult, _nan_to_none, _none_to_nan
 from identification.errors import ControlkitError
 
 __all__ = ["PROTOCOL_SCHEMA", "load_protocol_json", "protocol_text", "render_protocol", "save_protocol_json"]
 
-PROTOCOL_SCHEMA = "controlkit.bench-protocol/1"
+PROTOCOL_SCHEMA = "controlkit.app.bench-protocol/1"
 #: The goal of issue 12: controllers >= this x the best guarded static cap chosen once per plant.
 GOAL_RATIO = 1.10
 
@@ -206,7 +206,7 @@ def _full(r: ProtocolResults, stats: dict[tuple[str, str, float, str], CellStats
 def protocol_text(r: ProtocolResults) -> str:
     """Return the protocol as the report states it, with this run's numbers."""
     p = r.protocol
-    return f"""## Protocol (enforced by `controlkit.bench.protocol`)
+    return f"""## Protocol (enforced by `controlkit.app.bench.protocol`)
 
 - **Plants / workloads**: {", ".join(f"`{x}`" for x in p.plants)} × {", ".join(f"`{w}`" for w in p.workloads)}
   (`step:a:b`: Poisson, rate a × load × capacity, then b × load × capacity from half-way).

@@ -1,4 +1,4 @@
-"""Write ``docs/benchmarks.md`` and its plots from :class:`~controlkit.bench.results.BenchResults`.
+"""Write ``docs/benchmarks.md`` and its plots from :class:`~controlkit.app.bench.results.BenchResults`.
 
 The report always shows the whole table: every policy on every (plant, workload, load),
 failures included, with the headline medians and issue 4's goals measured against it.
@@ -15,10 +15,10 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from controlkit.bench.capacity import ATTAINMENT_THRESHOLD
-from controlkit.bench.grid import BEST_STATIC, CONTROLLERS, STATIC_DEFAULT, is_non_stationary
-from controlkit.bench.results import BenchResults
-from controlkit.bench.summary import (
+from controlkit.app.bench.capacity import ATTAINMENT_THRESHOLD
+from controlkit.app.bench.grid import BEST_STATIC, CONTROLLERS, STATIC_DEFAULT, is_non_stationary
+from controlkit.app.bench.results import BenchResults
+from controlkit.app.bench.summary import (
     FEASIBLE_ATTAINMENT,
     capacities,
     check_goals,

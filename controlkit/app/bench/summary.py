@@ -11,7 +11,7 @@ Definitions (also printed in ``docs/benchmarks.md``):
 - **Feasible cell**: the best static in hindsight (or, without it, the static default)
   attains the SLOs for ≥ 99% of requests there.  The attainment goal is checked on
   feasible cells only.
-- **Capacity**: :func:`~controlkit.bench.capacity.capacity_from_curve` over the loads.
+- **Capacity**: :func:`~controlkit.app.bench.capacity.capacity_from_curve` over the loads.
 
 Examples
 --------
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controlkit.bench.capacity import Capacity, capacity_from_curve
-from controlkit.bench.grid import BEST_STATIC, CONTROLLERS, STATIC_DEFAULT, is_non_stationary
-from controlkit.bench.results import BenchResults, CellResult
+from controlkit.app.bench.capacity import Capacity, capacity_from_curve
+from controlkit.app.bench.grid import BEST_STATIC, CONTROLLERS, STATIC_DEFAULT, is_non_stationary
+from controlkit.app.bench.results import BenchResults, CellResult
 
 __all__ = [
     "FEASIBLE_ATTAINMENT",

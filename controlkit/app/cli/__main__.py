@@ -1,0 +1,7 @@
+"""``python -m controlkit.app.cli``."""
+
+import sys
+
+from controlkit.app.cli import main
+
+sys.exit(main())
