@@ -6,7 +6,14 @@ policy serves, so the simulator needs nothing from :mod:`policies`.
 
 from __future__ import annotations
 
-from controlkit.contract import BatchLimits, BatchPolicy, Observation, SanitizedLimits, sanitize_limits
+from controlkit.contract import (
+    WAITING_LIST_LIMIT,
+    BatchLimits,
+    BatchPolicy,
+    Observation,
+    SanitizedLimits,
+    sanitize_limits,
+)
 from controlkit.policyfile import POLICY_SCHEMA, PolicyFile, load_policy_file
 from identification.errors import (
     ControlkitError,
@@ -20,6 +27,7 @@ from identification.errors import (
 
 __all__ = [
     "POLICY_SCHEMA",
+    "WAITING_LIST_LIMIT",
     "BatchLimits",
     "BatchPolicy",
     "ControlkitError",

@@ -18,9 +18,14 @@ IDENTIFICATION = {
 CONTROLKIT = {
     "BatchLimits", "BatchPolicy", "ControlkitError", "ExportError", "InfeasibleSpecError", "NotFittedError",
     "Observation", "POLICY_SCHEMA", "PolicyError", "PolicyFile", "SanitizedLimits", "TelemetryError",
-    "UncertifiedError", "load_policy_file", "sanitize_limits",
+    "UncertifiedError", "WAITING_LIST_LIMIT", "load_policy_file", "sanitize_limits",
 }
 POLICIES = {"PolicyContext", "available_kinds", "build_policy", "parse_spec", "register"}
+#: The application layer's library entry points (the CLI, the harness and the live demo use them).
+WORKFLOW = {
+    "DESIGNERS", "DesignOptions", "SimulationRun", "design_controller", "design_summary", "header_block_size",
+    "identify_file", "run_simulation",
+}
 
 
 def test_public_names_are_pinned_and_resolve() -> None:
@@ -28,6 +33,13 @@ def test_public_names_are_pinned_and_resolve() -> None:
         assert set(module.__all__) == names, module.__name__
         for name in names:
             assert getattr(module, name) is not None
+
+
+def test_the_workflow_api_is_pinned() -> None:
+    from controlkit.app import workflow
+
+    assert set(workflow.__all__) == WORKFLOW
+    assert set(workflow.DESIGNERS) == {"pid", "pid-adaptive", "optimal", "mpc"}
 
 
 def test_every_policy_kind_named_in_the_docs_is_registered() -> None:
