@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from policies.seeds.bca import BcaPoint, bca_select
+from policies.baselines.bca import BcaPoint, bca_select
 
 # Reported values (SEEDS.md §4.5, §4.6).
 RULE_A_REPORTED = {"opt-1.3b": 96, "opt-2.7b": 128, "llama-2-7b": 192, "llama-2-13b": 192}

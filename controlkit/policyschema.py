@@ -3,7 +3,7 @@
 :func:`check_common` checks what every ``controlkit.policy/1`` file holds (``slos``, ``limits``,
 ``sample_period_s``, ``uncertified``); :func:`check_params` checks the ``params`` of the kinds
 that ``controlkit design`` writes (``pid``, ``optimal``, ``mpc``) and of ``static-guard``.  The
-seed kinds check their own params (``policies.seeds._params``).  A bool is not a number, a
+baseline kinds check their own params (``policies.baselines._params``).  A bool is not a number, a
 number must be finite and inside its range, a string must be one of its choices.
 
 Examples

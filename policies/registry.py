@@ -69,7 +69,7 @@ _FACTORIES: dict[str, PolicyFactory] = {}
 # Modules that register kinds on import; imported lazily on first use.
 _KIND_MODULES: tuple[str, ...] = (
     "policies.static",
-    "policies.seeds",
+    "policies.baselines",
     "policies.controllers",
     "policies.ablation",
     "policies.adaptive",

@@ -19,8 +19,8 @@ from typing import ClassVar
 
 from controlkit.contract import BatchLimits, BatchPolicy, Observation
 from controlkit.policyfile import PolicyFile
+from policies.baselines._params import check_params, param, parse_params, resolve_cap
 from policies.registry import PolicyContext, register
-from policies.seeds._params import check_params, param, parse_params, resolve_cap
 
 __all__ = ["StaticParams", "StaticPolicy", "build_static"]
 

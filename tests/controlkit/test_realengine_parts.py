@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controlkit.app.workflow import header_block_size
 from controlkit.app.realengine.load import poisson_sequence, real_metrics, write_requests, write_sequence
 from controlkit.app.realengine.report import fidelity, verdict, write_report
+from controlkit.app.workflow import header_block_size
 from controlkit.sim.metrics import SLO, RequestOutcomes
 from controlkit.sim.workloads import load_workload
 from identification import read_telemetry

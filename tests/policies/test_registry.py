@@ -131,13 +131,13 @@ def test_every_policy_stays_in_range_and_is_deterministic_after_reset(
 def test_docs_parameter_tables_match_the_declarations() -> None:
     from pathlib import Path
 
-    from policies.seeds._params import param_table
-    from policies.seeds.bca import BcaParams
-    from policies.seeds.bucketserve import BucketServeParams
-    from policies.seeds.pang import CombinedParams, MemoryAwareParams, SlaFeedbackParams
-    from policies.seeds.sglang import NewTokenRatioParams
-    from policies.seeds.trtllm import TrtllmTunerParams
-    from policies.seeds.uellm import UellmParams
+    from policies.baselines._params import param_table
+    from policies.baselines.bca import BcaParams
+    from policies.baselines.bucketserve import BucketServeParams
+    from policies.baselines.pang import CombinedParams, MemoryAwareParams, SlaFeedbackParams
+    from policies.baselines.sglang import NewTokenRatioParams
+    from policies.baselines.trtllm import TrtllmTunerParams
+    from policies.baselines.uellm import UellmParams
     from policies.static import StaticParams
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "policies.md").read_text()

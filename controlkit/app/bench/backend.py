@@ -184,7 +184,7 @@ class SimBackend:
         """BCA's offline sweep on the plant: saturating ShareGPT load, one run per cap."""
         from controlkit.sim import SLO, load_workload, simulate
         from policies import build_policy
-        from policies.seeds import bca_select, bca_sweep
+        from policies.baselines import bca_select, bca_sweep
 
         wl = load_workload("sharegpt:all-at-once", num_requests=BCA_SWEEP_REQUESTS, seed=0)
         ctx = _context(plant, ceiling)

@@ -42,8 +42,8 @@ from typing import ClassVar
 
 from controlkit.contract import BatchLimits, BatchPolicy, Observation
 from controlkit.policyfile import PolicyFile
+from policies.baselines._params import check_params, clamp, param, parse_params
 from policies.registry import PolicyContext, register
-from policies.seeds._params import check_params, clamp, param, parse_params
 
 __all__ = ["UellmParams", "UellmPolicy", "form_groups"]
 

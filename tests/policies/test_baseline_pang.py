@@ -6,8 +6,7 @@ import pytest
 
 from controlkit.contract import Observation
 from identification.errors import PolicyError
-from policies.registry import PolicyContext, build_policy
-from policies.seeds.pang import (
+from policies.baselines.pang import (
     CombinedParams,
     CombinedPolicy,
     MemoryAwareParams,
@@ -15,6 +14,7 @@ from policies.seeds.pang import (
     SlaFeedbackParams,
     SlaFeedbackPolicy,
 )
+from policies.registry import PolicyContext, build_policy
 
 CTX = PolicyContext(kv_blocks_total=1000, max_num_seqs=256)
 

@@ -40,8 +40,8 @@ from typing import ClassVar
 from controlkit.contract import BatchLimits, BatchPolicy, Observation
 from controlkit.policyfile import PolicyFile
 from identification.errors import PolicyError
+from policies.baselines._params import check_params, clamp, param, parse_params, resolve_cap
 from policies.registry import PolicyContext, register
-from policies.seeds._params import check_params, clamp, param, parse_params, resolve_cap
 
 __all__ = [
     "CombinedParams",

@@ -43,8 +43,8 @@ from typing import Any, ClassVar
 from controlkit.contract import BatchLimits, BatchPolicy, Observation
 from controlkit.policyfile import PolicyFile
 from identification.errors import InfeasibleSpecError, PolicyError
+from policies.baselines._params import check_params, param, parse_params, resolve_cap
 from policies.registry import PolicyContext, register
-from policies.seeds._params import check_params, param, parse_params, resolve_cap
 from policies.tables import read_side_file
 
 __all__ = [

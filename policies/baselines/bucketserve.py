@@ -47,8 +47,8 @@ import numpy.typing as npt
 
 from controlkit.contract import BatchLimits, BatchPolicy, Observation
 from controlkit.policyfile import PolicyFile
+from policies.baselines._params import check_params, clamp, param, parse_params
 from policies.registry import PolicyContext, register
-from policies.seeds._params import check_params, clamp, param, parse_params
 
 __all__ = ["BucketServeParams", "BucketServePolicy"]
 

@@ -6,14 +6,14 @@ import pytest
 
 from controlkit.contract import Observation
 from identification.errors import PolicyError
-from policies.registry import PolicyContext, build_policy
-from policies.seeds.trtllm import (
+from policies.baselines.trtllm import (
     TrtllmTunerParams,
     TrtllmTunerPolicy,
     parse_batch_size_table,
     runtime_batch_size,
     runtime_max_num_tokens,
 )
+from policies.registry import PolicyContext, build_policy
 
 CTX = PolicyContext(kv_blocks_total=10000, max_num_seqs=1024, max_batched_tokens=16384)
 

@@ -44,8 +44,8 @@ from typing import Any, ClassVar
 from controlkit.contract import BatchLimits, BatchPolicy, Observation
 from controlkit.policyfile import PolicyFile
 from identification.errors import PolicyError
+from policies.baselines._params import check_params, clamp, param, parse_params
 from policies.registry import PolicyContext, register
-from policies.seeds._params import check_params, clamp, param, parse_params
 
 __all__ = [
     "DEFAULT_BATCH_SIZE_TABLE",

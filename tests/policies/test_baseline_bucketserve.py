@@ -6,8 +6,8 @@ import pytest
 
 from controlkit.contract import Observation
 from identification.errors import PolicyError
+from policies.baselines.bucketserve import BucketServeParams, BucketServePolicy
 from policies.registry import PolicyContext, build_policy
-from policies.seeds.bucketserve import BucketServeParams, BucketServePolicy
 
 CTX = PolicyContext(kv_blocks_total=100, max_num_seqs=256, max_model_len=1024, max_batched_tokens=8192)
 QUEUE = (100, 200, 150, 900, 120, 130)

@@ -6,8 +6,8 @@ import pytest
 
 from controlkit.contract import Observation
 from identification.errors import PolicyError
+from policies.baselines.uellm import UellmParams, UellmPolicy, form_groups
 from policies.registry import PolicyContext, build_policy
-from policies.seeds.uellm import UellmParams, UellmPolicy, form_groups
 
 CTX = PolicyContext(max_num_seqs=256)
 PARAMS = UellmParams(a=1.0, b=0.5, overhead=1.2, threshold=100.0, group_cap=3, slo_s=10.0)

@@ -6,8 +6,8 @@ import pytest
 
 from controlkit.contract import Observation
 from identification.errors import PolicyError
+from policies.baselines.sglang import NewTokenRatioParams, NewTokenRatioPolicy
 from policies.registry import PolicyContext, build_policy
-from policies.seeds.sglang import NewTokenRatioParams, NewTokenRatioPolicy
 
 CTX = PolicyContext(kv_blocks_total=101, max_num_seqs=256)
 

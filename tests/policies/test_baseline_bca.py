@@ -9,8 +9,8 @@ import pytest
 
 from controlkit.contract import Observation
 from identification.errors import InfeasibleSpecError, PolicyError
+from policies.baselines.bca import BcaPoint, BcaPolicy, bca_select, bca_sweep, load_bca_table
 from policies.registry import PolicyContext, build_policy
-from policies.seeds.bca import BcaPoint, BcaPolicy, bca_select, bca_sweep, load_bca_table
 
 # T(1) = 10.  E(B) = T / (10 B): 1.0, 0.875, 0.45, 0.3, 0.19, 0.1.  L(32) = 0.02 -> 5x = 0.1.
 TABLE = [
