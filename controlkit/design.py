@@ -2,7 +2,7 @@
 
 ``design_pid`` (feedback on the step time), ``design_optimal`` (the static constrained
 optimum) and ``design_mpc`` (receding horizon over both knobs).  Each returns a
-:class:`Design` whose :meth:`Design.to_policy_file` writes a ``controlkit.policy/1`` document
+:class:`Design` whose :meth:`Design.to_policy_file` writes a ``controlkit.policy/2`` document
 with the certificate; :meth:`Design.require_certified` raises :class:`UncertifiedError`
 naming the failing claim and by how much.
 """
@@ -63,12 +63,17 @@ class Design:
             )
 
     @property
+    def tpot_target_s(self) -> float:
+        """The TPOT target the runtime holds: ``target_fraction`` x the TPOT SLO (the PID's setpoint)."""
+        return float(self.params.get("target_fraction", 0.9)) * float(self.slos["tpot_s"])
+
+    @property
     def claims_not_made(self) -> dict[str, str]:
         """Claims the design cannot make for want of data (name -> why), from the certificate."""
         return dict(self.certificate.assumptions.get("claims_not_made", {}))
 
     def to_policy_file(self, *, allow_uncertified: bool = False) -> PolicyFile:
-        """Return the ``controlkit.policy/1`` document (refuses an uncertified design unless allowed)."""
+        """Return the ``controlkit.policy/2`` document (refuses an uncertified design unless allowed)."""
         if not allow_uncertified:
             self.require_certified()
         return PolicyFile(
@@ -183,21 +188,21 @@ def design_pid(
         if cert.holds or f.kind != "ema" or f.alpha >= 0.5:
             break
         f = FilterSpec("ema", alpha=min(2.0 * f.alpha, 0.5))
+    # controlkit.policy/2: the setpoint is target_fraction x slos.tpot_s, the rate limit
+    # limits.rate_limit, the period sample_period_s and the budget limits.max_batched_tokens (stored once)
+    gains = {k: v for k, v in ctrl.to_dict().items() if k not in ("rate_limit", "sample_period_s")}
     params = {
-        "controller": ctrl.to_dict(),
-        "setpoint_s": setpoint,
+        "controller": gains,
         "target_fraction": target_fraction,
         "priority": _priority(priority),
         "measurement": measurement,
         "reference_batch": op.batch,
-        "max_batched_tokens": op.max_batched_tokens,
         "tuning": method,
         "guard": guard_params(plant),
         # gain-scheduled upper limit from the measured mean step slope (policies.controllers)
         "model": {
             "intercept_s": plant.intercept_s,
             "k_eff_s_per_seq": plant.k_max + prefill_load_s_per_seq(plant),
-            "tpot_target_s": setpoint,
         },
     }
     limits = {
@@ -264,16 +269,11 @@ def design_optimal(
     target_s = target_fraction * tpot_slo_s
     params: dict[str, Any] = {
         "max_num_seqs": op.batch,
-        "max_batched_tokens": op.max_batched_tokens,
+        "target_fraction": target_fraction,
         "priority": _priority(priority),
-        "operating_point": op.to_dict(),
         "guard": guard_params(plant),
         # the runtime derates (never raises) the cap when the measured step slope exceeds this model
-        "model": {
-            "intercept_s": plant.intercept_s,
-            "k_eff_s_per_seq": k_eff,
-            "tpot_target_s": target_s,
-        },
+        "model": {"intercept_s": plant.intercept_s, "k_eff_s_per_seq": k_eff},
     }
     # the derating never lets more than b_run run (policies.controllers._SlopeLimit at k_hat <= k_eff)
     b_run = min(op.batch, max(1, math.floor((target_s - plant.intercept_s) / k_eff)))
@@ -298,7 +298,7 @@ def design_optimal(
         op,
         cert,
         None,
-        {"model": plant.source},
+        {"model": plant.source, "operating_point": op.to_dict()},
     )
 
 
@@ -331,7 +331,7 @@ def design_mpc(
         "reference_batch": op.batch,
         "budgets": sorted({max(op.batch, b_ref // 2), b_ref, 2 * b_ref}),
         "every_k": 1,
-        "tpot_target_s": target_fraction * tpot_slo_s,
+        "target_fraction": target_fraction,
         "priority": _priority(priority),
         "guard": guard_params(plant),
     }
@@ -341,7 +341,8 @@ def design_mpc(
         "rate_limit": rate_limit,
         "max_batched_tokens": 2 * b_ref,
     }
-    cert = without_unknown_claims(plant, certify_static(plant, cap_upper, None, mpc_claims(plant, params, limits)))
+    claims = mpc_claims(plant, cap_upper, rate_limit)
+    cert = without_unknown_claims(plant, certify_static(plant, cap_upper, None, claims))
     return Design(
         "mpc", plant, params, limits, _slos(tpot_slo_s, ttft_slo_s), op, cert, None, {"model": plant.source}
     )

@@ -37,7 +37,7 @@ def design_plots(d: Design, path: Path) -> None:
         axes[0, 0].set_ylabel("step time (s)")
         axes[0, 0].legend()
     else:
-        sp = float(d.params["setpoint_s"])
+        sp = d.tpot_target_s
         for s in (p.k_min, p.k_max):
             for dl in p.delays:
                 tr = simulate_pid(

@@ -1,9 +1,14 @@
-"""The policy file (``controlkit.policy/1``): one JSON document that drives every runtime.
+"""The policy file (``controlkit.policy/2``): one JSON document that drives every runtime.
 
 The same file drives the vLLM hook, the simulator, the exporter and any other scheduler.
 It holds the policy ``kind`` and its ``params``, the actuator ``limits`` (bounds and rate
 limit), the ``slos`` it was designed for, the ``sample_period_s``, and the ``certificate``
 (claims, assumptions, numbers), or ``null`` for kinds that carry none (research baselines).
+
+The params of the designed kinds are typed (:mod:`controlkit.policyparams`,
+:meth:`PolicyFile.typed_params`) and store each quantity once.  Files of schema
+``controlkit.policy/1`` are still read: their repeated values are checked and dropped
+(:func:`~controlkit.policyparams.migrate_params`), and they are written back as ``/2``.
 
 Example
 -------
@@ -21,13 +26,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from controlkit.policyparams import DESIGNED_KINDS, migrate_params, read_params
 from controlkit.policyschema import SAMPLE_PERIOD, check_common
 from identification.errors import PolicyError
 from identification.validation import strict_json
 
-__all__ = ["MAX_POLICY_BYTES", "POLICY_SCHEMA", "PolicyFile", "load_policy_file"]
+__all__ = ["MAX_POLICY_BYTES", "POLICY_SCHEMA", "POLICY_SCHEMAS_READ", "PolicyFile", "load_policy_file"]
 
-POLICY_SCHEMA = "controlkit.policy/1"
+POLICY_SCHEMA = "controlkit.policy/2"
+#: Schemas :meth:`PolicyFile.from_dict` reads (``/1`` is migrated on reading).
+POLICY_SCHEMAS_READ = ("controlkit.policy/1", POLICY_SCHEMA)
 #: Largest policy file read (bytes); designed files are a few kB.
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 
@@ -41,7 +49,7 @@ def _show(value: Any) -> str:
 
 @dataclass(frozen=True)
 class PolicyFile:
-    """A parsed ``controlkit.policy/1`` document.
+    """A parsed ``controlkit.policy/2`` document.
 
     Parameters
     ----------
@@ -86,6 +94,22 @@ class PolicyFile:
         if not 0 < period <= SAMPLE_PERIOD.hi:
             raise PolicyError(f"'sample_period_s' must be in (0, {SAMPLE_PERIOD.hi:g}] seconds, got {period}")
         check_common({"slos": self.slos, "limits": self.limits}, "policy")
+        if self.kind in DESIGNED_KINDS:  # the /2 layout in memory, whatever was given
+            params, limits = migrate_params(self.kind, self.params, self.slos, self.limits, period, "policy")
+            object.__setattr__(self, "params", params)
+            object.__setattr__(self, "limits", limits)
+            check_common({"limits": limits}, "policy")
+
+    def typed_params(self, source: str = "") -> Any:
+        """Parse the params of a designed kind into its dataclass (:func:`~controlkit.policyparams.read_params`).
+
+        Raises
+        ------
+        PolicyError
+            The kind is not a designed kind, or a field is missing, unknown or out of range.
+        """
+        where = source or self.origin_path or f"{self.kind} policy"
+        return read_params(self.kind, self.params, self.slos, self.limits, self.sample_period_s, where)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON document (with its ``schema`` tag)."""
@@ -124,8 +148,8 @@ class PolicyFile:
         if not isinstance(doc, Mapping):
             raise PolicyError(f"{source}: a policy file must hold a JSON object, got {type(doc).__name__}")
         schema = doc.get("schema")
-        if schema != POLICY_SCHEMA:
-            raise PolicyError(f"{source}: field 'schema' is {schema!r}, expected {POLICY_SCHEMA!r}")
+        if schema not in POLICY_SCHEMAS_READ:
+            raise PolicyError(f"{source}: field 'schema' is {schema!r}, expected one of {list(POLICY_SCHEMAS_READ)}")
         for name in ("params", "limits", "slos", "meta"):
             if name in doc and not isinstance(doc[name], Mapping):
                 raise PolicyError(f"{source}: field {name!r} must be an object, got {type(doc[name]).__name__}")
@@ -149,7 +173,7 @@ class PolicyFile:
 
 
 def load_policy_file(path: str | Path) -> PolicyFile:
-    """Read a ``controlkit.policy/1`` file; raises :class:`PolicyError` naming the file."""
+    """Read a ``controlkit.policy/2`` (or ``/1``) file; raises :class:`PolicyError` naming the file."""
     p = Path(path)
     try:
         if not p.is_file():

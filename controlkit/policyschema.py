@@ -1,14 +1,15 @@
 """The field-by-field schema of policy files (``docs/validation.md``), types included.
 
-:func:`check_common` checks what every ``controlkit.policy/1`` file holds (``slos``, ``limits``,
-``sample_period_s``, ``uncertified``); :func:`check_params` checks the ``params`` of the kinds
-that ``controlkit design`` writes (``pid``, ``optimal``, ``mpc``) and of ``static-guard``.  The
-baseline kinds check their own params (``policies.baselines._params``).  A bool is not a number, a
-number must be finite and inside its range, a string must be one of its choices.
+:func:`check_common` checks what every ``controlkit.policy/2`` file holds (``slos``, ``limits``,
+``sample_period_s``, ``uncertified``) with :class:`Field` specs; the typed params of the kinds
+that ``controlkit design`` writes are checked with the same specs by
+:mod:`controlkit.policyparams`, and the baseline kinds check their own params
+(``policies.baselines._params``).  A bool is not a number, a number must be finite and inside
+its range, a string must be one of its choices.
 
 Examples
 --------
->>> check_params("pid", {"priority": 3}, "<memory>")
+>>> check_value(3, Field("str", choices=("tpot", "ttft")), "params.priority", "<memory>")
 Traceback (most recent call last):
 ...
 identification.errors.PolicyError: <memory>: field 'params.priority' must be one of ['tpot', 'ttft'], got 3
@@ -23,7 +24,7 @@ from typing import Any
 
 from identification.errors import PolicyError
 
-__all__ = ["LIMIT_FIELDS", "SLO_FIELDS", "Field", "check_common", "check_params", "check_value"]
+__all__ = ["LIMIT_FIELDS", "SLO_FIELDS", "Field", "check_common", "check_value"]
 
 _ECHO = 60  # longest echoed value (characters)
 
@@ -109,66 +110,3 @@ def check_common(doc: Mapping[str, Any], source: str) -> None:
         check_value(doc["sample_period_s"], SAMPLE_PERIOD, "sample_period_s", source)
     if "uncertified" in doc:
         check_value(doc["uncertified"], Field("bool"), "uncertified", source)
-
-
-_NUM = Field("num", lo=0.0, hi=1e12)
-_POS_S = Field("num", lo=1e-9, hi=3600.0)
-_TOKENS = Field("int", lo=1, hi=10**9, nullable=True)
-_PRIORITY = Field("str", choices=("tpot", "ttft"))
-_GUARD = {"output_tokens_mean": Field("num", lo=0.0, hi=1e8), "kv_headroom": Field("num", lo=0.0, hi=0.99),
-          "prefill_s_per_token": Field("num", lo=0.0, hi=10.0), "peak_z": Field("num", lo=0.0, hi=100.0)}
-_MODEL = {"intercept_s": Field("num", lo=0.0, hi=3600.0, optional=False),
-          "k_eff_s_per_seq": Field("num", lo=0.0, hi=3600.0, optional=False),
-          "tpot_target_s": Field("num", lo=1e-9, hi=3600.0, optional=False)}
-_STEP_CAP = {"batch": _SEQS, "max_batched_tokens": Field("int", lo=1, hi=10**9), "step_cap_s": _POS_S}
-_CONTROLLER = {"kp": Field("num", lo=-1e12, hi=1e12, optional=False), "ki": Field("num", lo=-1e12, hi=1e12,
-               optional=False), "kd": Field("num", lo=-1e12, hi=1e12), "sample_period_s": Field(
-               "num", lo=1e-6, hi=3600.0, optional=False), "rate_limit": _SEQS,
-               "derivative_filter_s": Field("num", lo=0.0, hi=3600.0),
-               "anti_windup": Field("str", choices=("conditional", "back_calculation")),
-               "tracking_gain": Field("num", lo=0.0, hi=1e6)}
-_FILTER = {"kind": Field("str", choices=("ema", "quantile", "none")), "alpha": Field("num", lo=0.0, hi=1.0),
-           "window": Field("int", lo=1, hi=100_000), "quantile": Field("num", lo=0.0, hi=1.0)}
-
-#: kind -> (top-level params fields, nested sections: name -> fields)
-_PARAMS: dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]] = {
-    "pid": ({"setpoint_s": _POS_S, "target_fraction": Field("num", lo=1e-3, hi=1.0), "priority": _PRIORITY,
-             "measurement": Field("str", choices=("step", "itl")), "reference_batch": _SEQS,
-             "max_batched_tokens": _TOKENS, "tuning": Field("str")},
-            {"controller": _CONTROLLER, "guard": _GUARD, "model": _MODEL}),
-    "optimal": ({"max_num_seqs": Field("int", lo=1, hi=1_000_000, optional=False), "max_batched_tokens": _TOKENS,
-                 "priority": _PRIORITY}, {"guard": _GUARD, "model": _MODEL, "step_cap": _STEP_CAP}),
-    "mpc": ({"cap_upper": Field("int", lo=1, hi=1_000_000, optional=False), "horizon": Field("int", lo=1, hi=1000),
-             "intercept_s": Field("num", lo=0.0, hi=3600.0), "k_max": Field("num", lo=0.0, hi=3600.0),
-             "prompt_tokens_mean": Field("num", lo=0.0, hi=1e8), "output_tokens_mean": Field("num", lo=0.0, hi=1e8),
-             "prefill_s_per_token": Field("num", lo=0.0, hi=10.0), "reference_batch": _SEQS,
-             "every_k": Field("int", lo=1, hi=10_000), "tpot_target_s": _POS_S, "priority": _PRIORITY},
-            {"guard": _GUARD}),
-}
-
-
-def check_params(kind: str, params: Mapping[str, Any], source: str) -> None:
-    """Check ``params`` of a designed kind (pid, optimal, mpc); other kinds pass through."""
-    schema = _PARAMS.get(kind)
-    if schema is None:
-        return
-    top, sections = schema
-    _check_fields(params, top, "params.", source)
-    for name, fields in sections.items():
-        section = params.get(name)
-        if section is None and name in ("guard", "step_cap", "model"):
-            continue
-        if not isinstance(section, Mapping):
-            raise PolicyError(f"{source}: field 'params.{name}' must be an object, got {_show(section)}")
-        _check_fields(section, fields, f"params.{name}.", source)
-        if name == "controller":
-            filt = section.get("filter", {})
-            if not isinstance(filt, Mapping):
-                raise PolicyError(f"{source}: field 'params.controller.filter' must be an object")
-            _check_fields(filt, _FILTER, "params.controller.filter.", source)
-    if kind == "mpc":
-        budgets = params.get("budgets", [])
-        if not isinstance(budgets, list) or not budgets or len(budgets) > 64:
-            raise PolicyError(f"{source}: field 'params.budgets' must be a list of 1..64 token budgets")
-        for i, b in enumerate(budgets):
-            check_value(b, Field("int", lo=1, hi=10**9), f"params.budgets[{i}]", source)

@@ -83,7 +83,7 @@ class AdaptivePIDPolicy(PIDPolicy):
             )
         super().__init__(pf, ctx)
         self.base_ctrl = self.ctrl
-        self.target_s = float(pf.params.get("setpoint_s", self.supervisor.setpoint_for("normal")))
+        self.target_s = self.params.tpot_target_s
 
     def reset(self) -> None:
         """Back to the design: reference gains, prior estimate, no fallback."""

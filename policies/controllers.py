@@ -1,6 +1,6 @@
 """Runtime policies for controlkit's designed controllers: kinds ``pid``, ``optimal``, ``mpc``.
 
-Each is built from a ``controlkit.policy/1`` file written by ``controlkit design``.  They are
+Each is built from a ``controlkit.policy/2`` file written by ``controlkit design``.  They are
 deterministic, cheap, and never raise from :meth:`decide`: a fault (bad observation, an
 internal error) holds the last limits and reports the flag ``"policy_fault"``.
 """
@@ -17,6 +17,7 @@ from controlkit.contract import BatchLimits, Observation
 from controlkit.loopsim import make_pid
 from controlkit.mpc import MPCController
 from controlkit.policyfile import PolicyFile
+from controlkit.policyparams import GuardParams, MpcParams, OptimalParams, PidParams, SlopeModel
 from identification.errors import PolicyError
 from policies.registry import PolicyContext, register
 
@@ -43,24 +44,19 @@ def _ttft_pressure(obs: Observation, plan: AdmissionPlan) -> float:
     return max([obs.oldest_wait_s, *obs.ttft_s]) if (obs.ttft_s or obs.oldest_wait_s) else 0.0
 
 
-def _guard(pf: PolicyFile, b_min: int) -> AdmissionGuard:
+def _guard(pf: PolicyFile, g: GuardParams | None, b_min: int) -> AdmissionGuard:
     """Build the online memory guard + deadline order from the policy file's workload numbers."""
-    g = pf.params.get("guard", {})
-    if not isinstance(g, dict):
-        raise PolicyError(f"{pf.kind} policy: params.guard must be a mapping, got {type(g).__name__}")
+    g = g or GuardParams()
     ttft = pf.slos.get("ttft_s")
-    try:
-        return AdmissionGuard(
-            ttft_slo_s=None if ttft is None else float(ttft),
-            output_tokens_mean=float(g.get("output_tokens_mean", 256.0)),
-            kv_headroom=float(g.get("kv_headroom", 0.05)),
-            prefill_s_per_token=float(g.get("prefill_s_per_token", 0.0)),
-            b_min=b_min,
-            peak_z=float(g.get("peak_z", 2.0)),
-            late_action=str(g.get("late_action", "demote")),
-        )
-    except (TypeError, ValueError) as exc:
-        raise PolicyError(f"{pf.kind} policy: params.guard is malformed ({exc})") from None
+    return AdmissionGuard(
+        ttft_slo_s=None if ttft is None else float(ttft),
+        output_tokens_mean=g.output_tokens_mean,
+        kv_headroom=g.kv_headroom,
+        prefill_s_per_token=g.prefill_s_per_token,
+        b_min=b_min,
+        peak_z=g.peak_z,
+        late_action=g.late_action,
+    )
 
 
 class _SlopeLimit:
@@ -69,18 +65,15 @@ class _SlopeLimit:
     ``k_hat`` is an EMA of ``(y - intercept) / n`` over steps with ``n`` decodes: it includes the
     workload's real prefill load and attention over its real contexts, which the identified
     model (fitted on another workload) may underestimate.  The limit is the largest batch whose
-    mean step ``intercept + max(k_eff, k_hat) b`` stays at the target: the design's
-    ``tpot_target_s``, or the TTFT supervisor's setpoint when the policy passes one (the TPOT
-    headroom traded for admission while the TTFT binds, ``docs/theory.md`` §8).
+    mean step ``intercept + max(k_eff, k_hat) b`` stays at the target: the design's TPOT target
+    (``target_fraction`` x the TPOT SLO), or the TTFT supervisor's setpoint when the policy
+    passes one (the TPOT headroom traded for admission while the TTFT binds, ``docs/theory.md`` §8).
     """
 
-    def __init__(self, m: Any, where: str) -> None:
-        try:
-            self.intercept_s = float(m["intercept_s"])
-            self.k_eff = float(m["k_eff_s_per_seq"])
-            self.target_s = float(m["tpot_target_s"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PolicyError(f"{where}: params.model is malformed ({exc})") from None
+    def __init__(self, m: SlopeModel, target_s: float) -> None:
+        self.intercept_s = m.intercept_s
+        self.k_eff = m.k_eff_s_per_seq
+        self.target_s = target_s
         self.k_hat = 0.0
 
     def update(self, obs: Observation, target_s: float | None = None) -> int:
@@ -92,7 +85,7 @@ class _SlopeLimit:
         return max(1, math.floor((target - self.intercept_s) / k)) if k > 0 else 1_000_000
 
 
-def _supervisor(pf: PolicyFile, target_s: float | None) -> SloSupervisor | None:
+def _supervisor(pf: PolicyFile, target_s: float | None, priority: str) -> SloSupervisor | None:
     """Build the TTFT supervisor of ``optimal`` and ``mpc`` (``None`` without a TTFT SLO).
 
     Its ``normal`` setpoint is the design's TPOT target (``target_s``, default ``0.9 * TPOT``).
@@ -101,7 +94,7 @@ def _supervisor(pf: PolicyFile, target_s: float | None) -> SloSupervisor | None:
     if ttft is None or not tpot > 0:
         return None
     fraction = target_s / tpot if target_s else 0.9
-    return SloSupervisor(tpot, float(ttft), priority=str(pf.params.get("priority", "tpot")), target_fraction=fraction)
+    return SloSupervisor(tpot, float(ttft), priority=priority, target_fraction=fraction)
 
 
 def _limits(plan: AdmissionPlan, tokens: Any, flags: frozenset[str] = frozenset()) -> BatchLimits:
@@ -112,28 +105,26 @@ class PIDPolicy:
     """PID on the filtered step time (or ITL), setpoint moved by the TTFT supervisor."""
 
     def __init__(self, pf: PolicyFile, ctx: PolicyContext) -> None:
-        p = pf.params
+        p: PidParams = pf.typed_params()
         try:
-            self.ctrl = ControllerSpec.from_dict(dict(p["controller"]))
+            self.ctrl = ControllerSpec.from_dict(p.controller_doc())
         except (KeyError, TypeError, ValueError) as exc:
-            raise PolicyError(f"pid policy: params.controller is missing or malformed ({exc})") from None
+            raise PolicyError(f"{pf.kind} policy: params.controller is malformed ({exc})") from None
+        self.params = p
         self.b_min, self.b_max = _bounds(pf, ctx)
         tpot = float(pf.slos.get("tpot_s", 0.0))
         if not tpot > 0:
-            raise PolicyError("pid policy: slos.tpot_s must be > 0 seconds")
+            raise PolicyError(f"{pf.kind} policy: slos.tpot_s must be > 0 seconds")
         ttft = pf.slos.get("ttft_s")
         self.supervisor = SloSupervisor(
-            tpot,
-            None if ttft is None else float(ttft),
-            priority=str(p.get("priority", "tpot")),
-            target_fraction=float(p.get("target_fraction", 0.9)),
+            tpot, None if ttft is None else float(ttft), priority=p.priority, target_fraction=p.target_fraction
         )
-        self.measurement = str(p.get("measurement", "step"))
-        self.tokens = p.get("max_batched_tokens")
-        self.start = min(max(int(p.get("reference_batch", self.b_min)), self.b_min), self.b_max)
-        self.guard = _guard(pf, self.b_min)
-        m = p.get("model")
-        self.limit = None if m is None else _SlopeLimit(m, "pid policy")
+        self.measurement = p.measurement
+        self.tokens = pf.limits.get("max_batched_tokens")
+        ref = self.b_min if p.reference_batch is None else p.reference_batch
+        self.start = min(max(ref, self.b_min), self.b_max)
+        self.guard = _guard(pf, p.guard, self.b_min)
+        self.limit = None if p.model is None else _SlopeLimit(p.model, p.tpot_target_s)
         self.reset()
 
     def reset(self) -> None:
@@ -218,24 +209,17 @@ class OptimalPolicy:
     """
 
     def __init__(self, pf: PolicyFile, ctx: PolicyContext) -> None:
-        self.cap = min(_int(pf.params, "max_num_seqs", "optimal policy params"), max(ctx.max_num_seqs, 1))
-        self.tokens = pf.params.get("max_batched_tokens")
-        self.guard = _guard(pf, 1)
-        m = pf.params.get("model")
-        self.model = None if m is None else _SlopeLimit(m, "optimal policy")
+        p: OptimalParams = pf.typed_params()
+        self.cap = min(p.max_num_seqs, max(ctx.max_num_seqs, 1))
+        self.tokens = pf.limits.get("max_batched_tokens")
+        self.guard = _guard(pf, p.guard, 1)
+        self.model = None if p.model is None else _SlopeLimit(p.model, p.tpot_target_s)
         self.step_cap: tuple[int, float, float] | None = None
-        self.supervisor = _supervisor(pf, None if self.model is None else self.model.target_s)
-        self.budget_supervisor = _supervisor(pf, None)
-        sc = pf.params.get("step_cap")
+        self.supervisor = _supervisor(pf, None if self.model is None else self.model.target_s, p.priority)
+        self.budget_supervisor = _supervisor(pf, None, p.priority)
+        sc = p.step_cap
         if sc is not None:
-            where = "optimal policy params.step_cap"
-            if not isinstance(sc, dict):
-                raise PolicyError(f"{where} must be a mapping, got {type(sc).__name__}")
-            try:
-                step_s, prompt = float(sc["step_cap_s"]), float(sc.get("prompt_tokens_mean", 0.0))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise PolicyError(f"{where} is malformed ({exc})") from None
-            self.step_cap = (_int(sc, "max_batched_tokens", where), step_s, prompt)
+            self.step_cap = (sc.max_batched_tokens, sc.step_cap_s, sc.prompt_tokens_mean)
         self.reset()
 
     def reset(self) -> None:
@@ -281,34 +265,37 @@ class MPCPolicy:
     """Receding-horizon policy over cap and token budget, solved every ``every_k`` decisions."""
 
     def __init__(self, pf: PolicyFile, ctx: PolicyContext) -> None:
-        p = pf.params
+        p: MpcParams = pf.typed_params()
         self.b_min, b_max = _bounds(pf, ctx)
+        if "tpot_s" not in pf.slos:
+            raise PolicyError("mpc policy: slos.tpot_s is missing")
         try:
             self.mpc = MPCController(
-                intercept_s=float(p["intercept_s"]),
-                k_max=float(p["k_max"]),
+                intercept_s=p.intercept_s,
+                k_max=p.k_max,
                 tpot_slo_s=float(pf.slos["tpot_s"]),
                 ttft_slo_s=pf.slos.get("ttft_s"),
                 b_min=self.b_min,
-                cap_upper=min(int(p["cap_upper"]), b_max),
+                cap_upper=min(p.cap_upper, b_max),
                 rate_limit=_int(pf.limits, "rate_limit", "mpc policy limits"),
-                prompt_tokens_mean=float(p["prompt_tokens_mean"]),
-                output_tokens_mean=float(p["output_tokens_mean"]),
-                budgets=tuple(int(b) for b in p["budgets"]),
-                prefill_s_per_token=float(p.get("prefill_s_per_token", 0)),
-                horizon=int(p.get("horizon", 8)),
-                tpot_target_s=float(p.get("tpot_target_s", 0.0)) or None,
+                prompt_tokens_mean=p.prompt_tokens_mean,
+                output_tokens_mean=p.output_tokens_mean,
+                budgets=p.budgets,
+                prefill_s_per_token=p.prefill_s_per_token,
+                horizon=p.horizon,
+                tpot_target_s=p.tpot_target_s,
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PolicyError(f"mpc policy: params are missing or malformed ({exc})") from None
-        self.every_k = max(1, int(p.get("every_k", 1)))
-        self.start = min(max(int(p.get("reference_batch", self.b_min)), self.b_min), self.mpc.cap_upper)
-        self.start_tokens = int(p["budgets"][0])
-        self.guard = _guard(pf, self.b_min)
+        except (TypeError, ValueError) as exc:
+            raise PolicyError(f"mpc policy: params are malformed ({exc})") from None
+        self.every_k = p.every_k
+        ref = self.b_min if p.reference_batch is None else p.reference_batch
+        self.start = min(max(ref, self.b_min), self.mpc.cap_upper)
+        self.start_tokens = p.budgets[0]
+        self.guard = _guard(pf, p.guard, self.b_min)
         m = self.mpc
         self._k_eff = m.k_max + m.prefill_s_per_token * m.prompt / m.l_out
         # the TTFT supervisor moves the soft TPOT target (normal: the design's) as the queue builds
-        self.supervisor = _supervisor(pf, m.tpot_target_s)
+        self.supervisor = _supervisor(pf, m.tpot_target_s, p.priority)
         self.reset()
 
     def reset(self) -> None:

@@ -1,6 +1,6 @@
 """Export a policy file as a static vLLM 0.33 configuration (``vllm serve`` args or YAML).
 
-The exporter reads the knobs from the ``controlkit.policy/1`` file with one documented
+The exporter reads the knobs from the ``controlkit.policy/2`` file with one documented
 mapping (first match wins):
 
 =========================  ==================================================================

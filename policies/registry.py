@@ -3,7 +3,7 @@
 Spec strings are ``kind`` or ``kind:key=value,key=value``, for example
 ``static:max_num_seqs=256`` or ``pang-a2:sla_s=0.05``.  Values parse as int, then float,
 then bool (``true``/``false``), else stay strings.  A path to an existing ``.json`` file is
-read as a ``controlkit.policy/1`` file.
+read as a ``controlkit.policy/2`` file.
 
 Each kind registers a factory with :func:`register`; the factory receives the parsed
 :class:`~controlkit.policyfile.PolicyFile` and a :class:`PolicyContext` (what the engine
@@ -27,7 +27,7 @@ from typing import Any
 
 from controlkit.contract import BatchPolicy
 from controlkit.policyfile import PolicyFile, load_policy_file
-from controlkit.policyschema import check_params
+from controlkit.policyparams import DESIGNED_KINDS
 from identification.errors import PolicyError
 
 __all__ = ["PolicyContext", "available_kinds", "build_policy", "parse_spec", "register", "resolve_policy_file"]
@@ -181,7 +181,8 @@ def build_policy(
     factory = _FACTORIES.get(pf.kind)
     if factory is None:
         raise PolicyError(f"unknown policy kind {_show(pf.kind)}; known kinds: {', '.join(available_kinds())}")
-    check_params(pf.kind, pf.params, f"{pf.kind} policy")
+    if pf.kind in DESIGNED_KINDS:  # typed params, checked field by field before the factory runs
+        pf.typed_params(f"{pf.kind} policy")
     ctx = context or PolicyContext()
     if pf.origin_path and not ctx.policy_dir:
         ctx = replace(ctx, policy_dir=str(Path(pf.origin_path).parent))

@@ -143,7 +143,7 @@ def design_summary(d: Design) -> str:
         lines.append(
             f"gains: kp={c.kp:.4g} seq/s  ki={c.ki:.4g} seq/s^2  kd={c.kd:.4g}  "
             f"period {c.sample_period_s:.4g} s "
-            f"setpoint {d.params['setpoint_s']:.4g} s  filter {c.filter.kind}  rate {c.rate_limit}/decision"
+            f"setpoint {d.tpot_target_s:.4g} s  filter {c.filter.kind}  rate {c.rate_limit}/decision"
         )
     lines.append(d.certificate.summary())
     for name, why in d.claims_not_made.items():

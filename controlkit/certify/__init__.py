@@ -22,7 +22,7 @@ from controlkit.certify.constraints import mpc_claims, step_cap_claim
 from controlkit.certify.loop import ControllerSpec
 from controlkit.plant import DesignPlant
 from controlkit.policyfile import PolicyFile
-from controlkit.policyschema import Field, check_params, check_value
+from controlkit.policyschema import Field, check_value
 from identification.errors import PolicyError
 
 __all__ = [
@@ -158,19 +158,19 @@ def _tpot_slo(pf: PolicyFile) -> float:
 def certify_policy(pf: PolicyFile, plant: DesignPlant) -> Certificate:
     """Re-check the claims of a policy file against ``plant`` (e.g. from another GPU's model).
 
-    Every field the claims read is checked first (``controlkit.policyschema``); the TPOT SLO
+    Every field the claims read is checked first (the typed params, ``controlkit.policyparams``); the TPOT SLO
     must be met at the smallest cap (:func:`tpot_floor_claim`) for every kind, in addition to the
     kind's own claims.
     """
     if pf.kind not in ("pid", "optimal", "mpc"):
         raise PolicyError(f"policy kind {pf.kind!r} carries no certificate to check (kinds: pid, optimal, mpc)")
-    check_params(pf.kind, pf.params, "policy file")
+    params = pf.typed_params("policy file")
     p = plant_for_policy(pf, plant)
     tpot = _tpot_slo(pf)
     floor = tpot_floor_claim(p, tpot)
     assume = (pf.certificate or {}).get("assumptions", {})
     if pf.kind == "pid":
-        ctrl = ControllerSpec.from_dict(dict(pf.params["controller"]))
+        ctrl = ControllerSpec.from_dict(params.controller_doc())
         spec = MarginSpec(
             float(assume.get("phase_margin_deg_required", 60.0)),
             float(assume.get("gain_margin_db_required", 6.0)),
@@ -179,11 +179,12 @@ def certify_policy(pf: PolicyFile, plant: DesignPlant) -> Certificate:
         cert = certify_pid(p, ctrl, spec=spec, chol_hint=hint)
         return Certificate((floor, *cert.claims), cert.assumptions, cert.numbers)
     if pf.kind == "optimal":
-        sc = pf.params.get("step_cap")
-        if not isinstance(sc, dict):
-            return certify_static(p, int(pf.params["max_num_seqs"]), tpot, (floor,))
-        claim = step_cap_claim(p, int(sc["batch"]), int(sc["max_batched_tokens"]), float(sc["step_cap_s"]))
-        return certify_static(p, int(pf.params["max_num_seqs"]), tpot, (floor, claim))
+        sc = params.step_cap
+        if sc is None:
+            return certify_static(p, params.max_num_seqs, tpot, (floor,))
+        claim = step_cap_claim(p, sc.batch, sc.max_batched_tokens, sc.step_cap_s)
+        return certify_static(p, params.max_num_seqs, tpot, (floor, claim))
     if "rate_limit" not in pf.limits:
         raise PolicyError("policy file: an mpc policy needs limits.rate_limit (sequences per decision)")
-    return certify_static(p, int(pf.params["cap_upper"]), None, (floor, *mpc_claims(p, pf.params, pf.limits)))
+    claims = mpc_claims(p, params.cap_upper, int(pf.limits["rate_limit"]))
+    return certify_static(p, params.cap_upper, None, (floor, *claims))

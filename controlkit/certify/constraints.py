@@ -6,8 +6,6 @@ can re-check a policy file without importing the design layer (no ``design`` ⇄
 
 from __future__ import annotations
 
-from typing import Any
-
 from controlkit.certify.certificate import Claim
 from controlkit.optimal import step_bound_s
 from controlkit.plant import DesignPlant
@@ -35,12 +33,11 @@ def step_cap_claim(plant: DesignPlant, batch: int, budget: int, tpot_slo_s: floa
     )
 
 
-def mpc_claims(
-    plant: DesignPlant, params: dict[str, Any] | Any, limits: dict[str, Any] | Any
-) -> tuple[Claim, ...]:
-    """Constraint-satisfaction and recursive-feasibility claims of an MPC policy."""
-    cap_upper = int(params["cap_upper"])
-    rate = int(limits["rate_limit"])
+def mpc_claims(plant: DesignPlant, cap_upper: int, rate: int) -> tuple[Claim, ...]:
+    """Return the constraint-satisfaction and recursive-feasibility claims of an MPC policy.
+
+    ``cap_upper`` is the largest candidate cap and ``rate`` the rate limit (sequences per decision).
+    """
     feasible_set = plant.b_min <= min(cap_upper, plant.memory_max_batch)
     return (
         Claim(

@@ -143,7 +143,7 @@ class PolicyGuard:
     Parameters
     ----------
     source
-        A built policy, a spec string, a path to a ``controlkit.policy/1`` file (watched for
+        A built policy, a spec string, a path to a ``controlkit.policy/2`` file (watched for
         hot reload) or a :class:`PolicyFile`.
     fallback
         Limits applied until the first good decision and after every fault when

@@ -58,7 +58,7 @@ def test_certified_controller_converges_from_any_bounded_start(cfg, data):
     )
     b_star = data.draw(st.floats(p.b_min + 2, p.b_max - 2), label="b*")
     start = data.draw(st.integers(p.b_min, p.b_max), label="start")
-    setpoint = d.params["setpoint_s"]
+    setpoint = d.tpot_target_s
     shape = piecewise_linear_plant(0.0, slopes, p.b_max)
     intercept = setpoint - shape(b_star)
     f = lambda b: intercept + shape(b)  # noqa: E731
@@ -88,7 +88,7 @@ def test_certified_controller_converges_from_any_bounded_start(cfg, data):
 def test_certified_loop_recovers_after_a_load_step(cfg, jump_s, at):
     d = designed(*cfg)
     p, c = d.plant, d.controller
-    sp = d.params["setpoint_s"]
+    sp = d.tpot_target_s
     f = lambda b: sp - p.k_nom * 100 + p.k_nom * b  # noqa: E731  b* = 100 before the step
     tr = simulate_pid(
         c,
@@ -116,7 +116,7 @@ def test_slope_beyond_the_crossing_slope_is_caught_by_certify_and_oscillates_in_
     assert not cert.claim("poles_inside_unit_circle").holds
     assert not cert.holds and "poles_inside_unit_circle" in cert.failure_message()
     # the predicted failure is observed: at 1.3x the crossing slope the loop never settles
-    sp = d.params["setpoint_s"]
+    sp = d.tpot_target_s
     s = 1.3 * s_crit
     f = lambda b: sp - s * 100 + s * b  # noqa: E731
     tr = simulate_pid(
@@ -141,7 +141,7 @@ def test_gains_scaled_up_leave_the_certified_region_and_the_loop_oscillates():
     assert not cert.holds
     failed = {cl.name for cl in cert.failed}
     assert "poles_inside_unit_circle" in failed
-    sp = d.params["setpoint_s"]
+    sp = d.tpot_target_s
     f = lambda b: sp - p.k_max * 120 + p.k_max * b  # noqa: E731
     tr = simulate_pid(
         hot, setpoint_s=sp, step_s=f, delay=2, b_min=p.b_min, b_max=p.b_max, start=110, n_steps=2000

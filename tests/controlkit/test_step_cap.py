@@ -78,7 +78,7 @@ def test_design_adds_a_certified_step_cap_and_certify_rechecks_it():
     d = design_optimal(DESIGN, TPOT_SLO_S, 2.0)
     pf = d.to_policy_file()
     sc = pf.params["step_cap"]
-    assert sc["max_batched_tokens"] < pf.params["max_batched_tokens"]
+    assert sc["max_batched_tokens"] < pf.limits["max_batched_tokens"]
     assert step_bound_s(DESIGN, sc["batch"], sc["max_batched_tokens"]) <= TPOT_SLO_S
     claim = next(c for c in d.certificate.claims if c.name == "step_within_tpot_slo")
     assert claim.holds and claim.margin >= 0
@@ -121,7 +121,7 @@ def test_in_closed_loop_no_step_exceeds_the_slo_and_no_request_misses_tpot(k_edg
 def test_the_throughput_budget_it_replaces_breaks_tpot_on_the_same_run():
     """Negative: the same cap with the TTFT-sized budget has steps (and requests) over the SLO."""
     pf = design_optimal(DESIGN, TPOT_SLO_S, 2.0).to_policy_file()
-    cap, tokens = pf.params["step_cap"]["batch"], pf.params["max_batched_tokens"]
+    cap, tokens = pf.params["step_cap"]["batch"], pf.limits["max_batched_tokens"]
     static = build_policy(f"static:max_num_seqs={cap},max_num_batched_tokens={tokens}", PolicyContext(max_num_seqs=512))
     res = _run(static, DESIGN.k_max, rate_per_s=2.0)
     assert res.steps["step_s"].max() > TPOT_SLO_S
@@ -132,7 +132,7 @@ def test_queue_pressure_switches_to_the_throughput_budget_with_hysteresis():
     pf = design_optimal(DESIGN, TPOT_SLO_S, 2.0).to_policy_file()
     pol = build_policy(pf, PolicyContext(kv_blocks_total=8000, max_num_seqs=512))
     assert isinstance(pol, OptimalPolicy)
-    capped, full = pf.params["step_cap"]["max_batched_tokens"], pf.params["max_batched_tokens"]
+    capped, full = pf.params["step_cap"]["max_batched_tokens"], pf.limits["max_batched_tokens"]
 
     def obs(t: float, waiting: int, age: float) -> Observation:
         return Observation(

@@ -16,7 +16,7 @@ from fuzz_cases import captured
 from fuzz_targets import INDEX, POLICIES, SAMPLES, base_model_doc
 
 from controlkit.app.cli import MAX_ERROR_CHARS, main
-from controlkit.policyfile import load_policy_file
+from controlkit.policyfile import PolicyFile, load_policy_file
 from identification.errors import PolicyError
 from identification.telemetry import read_telemetry
 from policies.registry import build_policy
@@ -44,7 +44,8 @@ def model(tmp_path: Path) -> Path:
 
 
 def _policy(tmp_path: Path, kind: str, **changes: Any) -> Path:
-    doc = json.loads((POLICIES / f"bca_background_{kind}.json").read_text())
+    # the fixtures are controlkit.policy/1 files; edit them as the /2 files design writes now
+    doc = PolicyFile.from_dict(json.loads((POLICIES / f"bca_background_{kind}.json").read_text())).to_dict()
     for dotted, value in changes.items():
         *parents, last = dotted.split("__")
         target = doc

@@ -64,7 +64,8 @@ def _file(plant: DesignPlant, tpot_s: float, gains: tuple[float, float], adaptiv
         env = (0.5 * plant.k_min, 4.0 * plant.k_max)
         params["schedule"] = schedule_params(plant, env, (0.6, 1.6))
     limits = {"b_min": 1, "b_max": plant.b_max, "rate_limit": 8}
-    return PolicyFile(kind="pid-adaptive" if adaptive else "pid", params=params, limits=limits, slos={"tpot_s": tpot_s})
+    return PolicyFile(kind="pid-adaptive" if adaptive else "pid", params=params, limits=limits, slos={"tpot_s": tpot_s},
+                      sample_period_s=PERIOD_S)
 
 
 TOY = _plant(0.05, 0.02, 1.2e-4, 0.0)

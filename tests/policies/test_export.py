@@ -154,7 +154,7 @@ def test_designed_policy_files_export_their_design() -> None:
     optimal = design_optimal(plant, 0.05, 2.0).to_policy_file()
     cfg = export_vllm_config(optimal)
     assert cfg.max_num_seqs == cfg.max_num_active_seqs == optimal.params["max_num_seqs"]
-    assert cfg.max_num_batched_tokens == optimal.params["max_batched_tokens"]
+    assert cfg.max_num_batched_tokens == optimal.limits["max_batched_tokens"]
     pid = design_pid(plant, 0.05, 2.0, method="simc").to_policy_file()
     cfg = export_vllm_config(pid)
     assert cfg.max_num_seqs == pid.limits["b_max"] and cfg.max_num_active_seqs <= cfg.max_num_seqs

@@ -225,7 +225,7 @@ class PlantSetup:
         Workload -> the trace's own mean arrival rate over the requests a cell replays
         (requests/s; absent for synthetic workloads).
     specs
-        Policy label -> concrete spec (a spec string or a ``controlkit.policy/1`` mapping).
+        Policy label -> concrete spec (a spec string or a ``controlkit.policy/2`` mapping).
     errors
         Policy label -> why its spec could not be prepared (the cells report it).
     notes

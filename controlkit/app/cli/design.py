@@ -82,7 +82,7 @@ def command(
     rate_limit: int,
     b_max: int | None,
 ) -> None:
-    """Design a certified controller from MODEL.json and write a controlkit.policy/1 file."""
+    """Design a certified controller from MODEL.json and write a controlkit.policy/2 file."""
     delay_t = _delays(delays)
     model = load_model(model_path)
     plant = DesignPlant.from_model(model, delays=delay_t, b_max=b_max, source=str(model_path))

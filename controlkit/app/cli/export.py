@@ -30,7 +30,7 @@ __all__ = ["command"]
 def command(
     policy: str, fmt: str, max_model_len: int | None, model: str, hook: bool, step_cap: bool, output: str
 ) -> None:
-    """Export POLICY (a controlkit.policy/1 file or a spec string) as a static vLLM 0.33 config.
+    """Export POLICY (a controlkit.policy/2 file or a spec string) as a static vLLM 0.33 config.
 
     Writes max_num_seqs, max_num_batched_tokens, max_num_active_seqs, enable_chunked_prefill and,
     where the policy sets it, gpu_memory_utilization.  Refuses (exit 1) anything vLLM's own
