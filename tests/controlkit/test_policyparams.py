@@ -101,11 +101,11 @@ def test_typed_params_refuse_bad_fields_by_name(field: str, value: Any) -> None:
 def test_guard_and_model_sections_are_typed() -> None:
     doc = PolicyFile.from_dict(_v1("optimal")).to_dict()
     doc["params"]["guard"]["kv_headroom"] = "lots"
-    with pytest.raises(PolicyError, match="params.guard.kv_headroom"):
+    with pytest.raises(PolicyError, match=r"params\.guard\.kv_headroom"):
         PolicyFile.from_dict(doc).typed_params()
     doc = PolicyFile.from_dict(_v1("optimal")).to_dict()
     del doc["params"]["model"]["intercept_s"]
-    with pytest.raises(PolicyError, match="params.model.intercept_s"):
+    with pytest.raises(PolicyError, match=r"params\.model\.intercept_s"):
         PolicyFile.from_dict(doc).typed_params()
 
 
