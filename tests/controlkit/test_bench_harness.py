@@ -21,7 +21,8 @@ from controlkit.app.bench import (
     summarize,
     write_report,
 )
-from controlkit.app.bench.grid import CONTROLLERS, POLICY_TEMPLATES, expand_cells
+from controlkit.app.bench.cells import expand_cells
+from controlkit.app.bench.grid import CONTROLLERS, POLICY_TEMPLATES
 from controlkit.app.bench.hindsight import parse_static_cap
 from controlkit.app.cli import main
 

@@ -12,6 +12,7 @@ report with plots (``docs/benchmarks.md``).
 from __future__ import annotations
 
 from controlkit.app.bench.capacity import Capacity, bisect_capacity, capacity_from_curve
+from controlkit.app.bench.cells import expand_cells, materialize_workload
 from controlkit.app.bench.grid import (
     BEST_STATIC,
     DEFAULT_GRID,
@@ -22,8 +23,6 @@ from controlkit.app.bench.grid import (
     CellTask,
     PlantSetup,
     SLOSpec,
-    expand_cells,
-    materialize_workload,
 )
 from controlkit.app.bench.hindsight import best_static_in_hindsight
 from controlkit.app.bench.report import render_markdown, write_report

@@ -28,14 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controlkit.app.bench.grid import (
-    CONTROLLERS,
-    POLICY_TEMPLATES,
-    BenchGrid,
-    CellTask,
-    PlantSetup,
-    policy_spec,
-)
+from controlkit.app.bench.cells import policy_spec
+from controlkit.app.bench.grid import CONTROLLERS, POLICY_TEMPLATES, BenchGrid, CellTask, PlantSetup
 from controlkit.policyfile import PolicyFile
 from identification.errors import ControlkitError
 

@@ -15,7 +15,8 @@ import time
 from collections.abc import Mapping
 from typing import Protocol
 
-from controlkit.app.bench.grid import BEST_STATIC, BenchGrid, CellTask, PlantSetup, expand_cells
+from controlkit.app.bench.cells import expand_cells
+from controlkit.app.bench.grid import BEST_STATIC, BenchGrid, CellTask, PlantSetup
 from controlkit.app.bench.hindsight import best_static_in_hindsight, static_default_from_sweep
 from controlkit.app.bench.results import BenchResults, CellResult
 from controlkit.app.bench.runner import ProgressCallback, TaskOutcome, ray_session, run_tasks
