@@ -225,11 +225,11 @@ def test_expected_peak_bound_is_rarely_exceeded_under_its_own_model(
     exceeds it in a few per cent of runs with few requests (where the absolute KV is small),
     and almost never with many (measured: 14 %, 6 %, 0 %, 0 % for these cases).
     """
-    from controlkit.admission import _PeakKV
+    from controlkit.kvbounds import PeakKV
 
     rng = np.random.default_rng(0)
     used = n * context // 16
-    bound_tokens = _PeakKV(Observation(0.0, n, 0, used, 10**9), r, 2.0).bound_blocks() * 16
+    bound_tokens = PeakKV(Observation(0.0, n, 0, used, 10**9), r, 2.0).bound_blocks() * 16
     remaining = rng.geometric(1.0 / (r + 1), size=(600, n)) - 1
     t = np.arange(6 * r)
     per_request = used * 16 / n
@@ -247,12 +247,12 @@ def test_expected_peak_bound_is_rarely_exceeded_under_its_own_model(
 def test_expected_peak_prefix_fit_equals_admitting_one_by_one(
     prompts: list[int], running: int, used: int, usable: float
 ) -> None:
-    from controlkit.admission import _PeakKV
+    from controlkit.kvbounds import PeakKV
 
     obs = Observation(0.0, running, len(prompts), used, 10**6)
-    fast = _PeakKV(obs, 300.0, 2.0)
+    fast = PeakKV(obs, 300.0, 2.0)
     k, _ = fast.prefix_fit([float(p) for p in prompts], usable)
-    slow = _PeakKV(obs, 300.0, 2.0)
+    slow = PeakKV(obs, 300.0, 2.0)
     n = 0
     for p in prompts:
         if slow.bound_blocks(p) > usable:
