@@ -42,7 +42,8 @@ import numpy.typing as npt
 
 from identification.derive import StepObservations, derive_observations
 from identification.errors import ExtrapolationWarning, FitQualityWarning, NotFittedError, TelemetryError
-from identification.latency_forms import FitData, FormFit, fit_form, observations_from_mapping, split_groups
+from identification.fitdata import FitData, split_groups
+from identification.latency_forms import FormFit, fit_form, observations_from_mapping
 from identification.model_form import autocorrelation_time, local_slopes
 from identification.records import Telemetry
 from identification.robust import ArgumentError, check_hyperparameters

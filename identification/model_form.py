@@ -41,7 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from identification.latency_forms import FitData, FormFit
+from identification.fitdata import FitData
+from identification.latency_forms import FormFit
 from identification.robust import FloatArray
 
 __all__ = ["LocalSlopes", "autocorrelation_time", "local_slopes"]

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from identification import ExtrapolationWarning, FitQualityWarning, NotFittedError, TelemetryError
 from identification.derive import observations_from_steps
+from identification.fitdata import FitData, split_groups
 from identification.latency import LatencyModel
-from identification.latency_forms import FitData, split_groups
 from identification.records import Telemetry
 from identification.robust import ArgumentError
 
