@@ -18,19 +18,14 @@ they are part of the result, and a worker must not die of them.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import tempfile
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from controlkit.app.bench.cells import policy_spec
+from controlkit.app.bench.designed import DesignRequest, design_controllers, engine_context, recorded_warnings
 from controlkit.app.bench.grid import CONTROLLERS, POLICY_TEMPLATES, BenchGrid, CellTask, PlantSetup
-from controlkit.policyfile import PolicyFile
 from identification.errors import ControlkitError
 
 __all__ = ["SimBackend", "nominal_rate_req_s"]
@@ -74,17 +69,6 @@ def nominal_rate_req_s(
         if s <= tpot_slo_s or b == 1:
             best = lam
     return best
-
-
-@contextlib.contextmanager
-def _recorded_warnings(sink: list[str]) -> Any:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for w in caught:
-        text = f"{w.category.__name__}: {w.message}"
-        if text not in sink:
-            sink.append(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,15 +130,11 @@ class SimBackend:
                 errors["bca"] = f"BCA sweep failed: {type(exc).__name__}: {exc}"
         wanted = [c for c in CONTROLLERS if c in grid.policies]
         if wanted:
-            self._design_controllers(
+            design_controllers(
                 plant,
-                grid,
-                wanted,
-                tpot_s,
-                ttft_s,
-                default_cap,
-                ceiling,
-                nominal.get("sharegpt") or _sharegpt_nominal(plant, grid, tpot_s, ceiling),
+                DesignRequest(grid, wanted, tpot_s, ttft_s, default_cap, ceiling,
+                              nominal.get("sharegpt") or _sharegpt_nominal(plant, grid, tpot_s, ceiling),
+                              self.allow_uncertified),
                 specs,
                 errors,
                 notes,
@@ -181,7 +161,7 @@ class SimBackend:
         from policies.baselines import bca_select, bca_sweep
 
         wl = load_workload("sharegpt:all-at-once", num_requests=BCA_SWEEP_REQUESTS, seed=0)
-        ctx = _context(plant, ceiling)
+        ctx = engine_context(plant, ceiling)
         slo = SLO(ttft_s=1e6, tpot_s=tpot_s)
 
         def run(batch: int) -> tuple[float, float, float]:
@@ -192,7 +172,7 @@ class SimBackend:
 
         sink: list[str] = []
         grid = [b for b in (1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256, 384, 512) if b <= ceiling]
-        with _recorded_warnings(sink):
+        with recorded_warnings(sink):
             table = bca_sweep(run, grid)
             b_opt = bca_select(table, rule="a", latency_limit_s=tpot_s)
         return f"bca:b_opt={b_opt}", {
@@ -202,72 +182,6 @@ class SimBackend:
             "table": [[p.batch, round(p.throughput, 4), round(p.latency_s, 6)] for p in table],
             "warnings": sink,
         }
-
-    def _design_controllers(
-        self,
-        plant: Any,
-        grid: BenchGrid,
-        wanted: list[str],
-        tpot_s: float,
-        ttft_s: float,
-        default_cap: int,
-        ceiling: int,
-        nominal_req_s: float,
-        specs: dict[str, str | Mapping[str, Any]],
-        errors: dict[str, str],
-        notes: dict[str, Any],
-    ) -> None:
-        from controlkit.sim import SLO, load_workload, simulate
-        from policies import build_policy
-
-        sink: list[str] = []
-        with tempfile.TemporaryDirectory(prefix="controlkit-bench-") as tmp:
-            steps = Path(tmp) / "id_steps.jsonl"
-            requests = Path(tmp) / "id_requests.jsonl"
-            model_path = Path(tmp) / "model.json"
-            n = grid.id_num_requests
-            r0, r1 = 0.2 * nominal_req_s, 1.2 * nominal_req_s
-            workload_name = f"ramp:{r0:.6g}:{r1:.6g}:{2.0 * n / (r0 + r1):.6g}"
-            try:
-                with _recorded_warnings(sink):
-                    wl = load_workload(workload_name, num_requests=n, seed=grid.seed + 1)
-                    ctx = _context(plant, ceiling)
-                    policy = build_policy(f"static:max_num_seqs={default_cap}", ctx)
-                    simulate(
-                        plant,
-                        wl,
-                        policy,
-                        slo=SLO(ttft_s=ttft_s, tpot_s=tpot_s),
-                        max_num_seqs=ceiling,
-                        seed=grid.seed + 1,
-                        telemetry=steps,
-                        requests_out=requests,
-                    )
-                    model = _identify(steps, requests)
-                    _save_model(model, model_path)
-                notes["identification"] = {
-                    "workload": workload_name,
-                    "requests": n,
-                    "logs": "step records + request records",
-                    "summary": _model_summary(model),
-                }
-            except Exception as exc:
-                for c in wanted:
-                    errors[c] = f"identification failed: {type(exc).__name__}: {exc}"
-                notes["warnings"] = sink
-                return
-            designs: dict[str, Any] = {}
-            for controller in wanted:
-                text, pf = _design(model_path, controller, tpot_s, ttft_s, self.allow_uncertified, sink)
-                if pf is None:
-                    errors[controller] = f"controlkit design --controller {controller} failed: {text.strip()[-400:]}"
-                    continue
-                out = Path(tmp) / f"{controller}.json"
-                pf.save(out)  # the policy file as written to disk (strict JSON), as a user would have it
-                specs[controller] = json.loads(out.read_text())
-                designs[controller] = {"uncertified": pf.uncertified, "output": text.strip()[-600:]}
-            notes["designs"] = designs
-        notes["warnings"] = sink
 
     # ------------------------------------------------------------------ cells
     def run_cell(self, task: CellTask) -> dict[str, float]:
@@ -280,7 +194,7 @@ class SimBackend:
         plant = _plant(task.plant)
         sink: list[str] = []
         window = task.window_s > 0
-        with _recorded_warnings(sink):
+        with recorded_warnings(sink):
             wl = load_workload(
                 task.workload_spec,
                 rate_scale=task.rate_scale,
@@ -290,7 +204,7 @@ class SimBackend:
             )
             if window:
                 wl = _window(wl, task)
-            policy = build_policy(task.spec, _context(plant, task.max_num_seqs))
+            policy = build_policy(task.spec, engine_context(plant, task.max_num_seqs))
             if task.guard:
                 from controlkit.app.bench.guarded import GuardedPolicy
 
@@ -324,18 +238,6 @@ def _window(wl: Any, task: CellTask) -> Any:
     return wl.subset(wl.arrival_s < task.horizon_s)
 
 
-def _context(plant: Any, ceiling: int) -> Any:
-    from policies import PolicyContext
-
-    return PolicyContext(
-        kv_blocks_total=int(plant.kv_blocks_total),
-        block_size=int(plant.block_size),
-        max_num_seqs=ceiling,
-        max_batched_tokens=int(plant.max_batched_tokens_default),
-        max_model_len=int(plant.max_model_len),
-    )
-
-
 def _sharegpt_nominal(plant: Any, grid: BenchGrid, tpot_s: float, ceiling: int) -> float:
     from controlkit.sim import load_workload
 
@@ -349,58 +251,3 @@ def _sharegpt_nominal(plant: Any, grid: BenchGrid, tpot_s: float, ceiling: int) 
         tpot_slo_s=tpot_s,
         max_num_seqs=ceiling,
     )
-
-
-def _identify(steps: Path, requests: Path) -> Any:
-    """Fit a plant model to the identification run's step and request logs (never the plant table)."""
-    import identification
-
-    telemetry = identification.read_telemetry([steps, requests])
-    return identification.identify(telemetry)
-
-
-def _save_model(model: Any, path: Path) -> None:
-    if hasattr(model, "save"):
-        model.save(path)
-    else:
-        path.write_text(json.dumps(model.to_dict(), indent=1))
-
-
-def _model_summary(model: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    latency = getattr(model, "latency", None)
-    for attr in ("slope_interval_", "coef_", "residual_scale_", "n_samples_fit_"):
-        value = getattr(latency, attr, None)
-        if value is not None:
-            try:
-                out[attr] = json.loads(json.dumps(value, default=lambda o: getattr(o, "tolist", lambda: str(o))()))
-            except (TypeError, ValueError):
-                out[attr] = str(value)
-    return out
-
-
-def _design(
-    model_path: Path, controller: str, tpot_s: float, ttft_s: float, allow_uncertified: bool,
-    sink: list[str],
-) -> tuple[str, PolicyFile | None]:
-    """Design ``controller`` from the identified model (the library calls ``controlkit design`` makes).
-
-    Returns the design's summary (or the error) and its policy file; ``None`` when the design
-    failed, or is uncertified and ``allow_uncertified`` is off.
-    """
-    from controlkit.app.workflow import design_controller, design_summary
-    from controlkit.plant import DesignPlant
-    from identification.plant import load_model
-
-    try:
-        with _recorded_warnings(sink):
-            plant = DesignPlant.from_model(load_model(model_path), source=str(model_path))
-            design = design_controller(plant, controller, tpot_s, ttft_s)
-            text = design_summary(design)
-            if not design.certificate.holds and not allow_uncertified:
-                return f"{text}\nError: the design is not certified (use --allow-uncertified)", None
-            return text, design.to_policy_file(allow_uncertified=allow_uncertified)
-    except ControlkitError as exc:
-        return f"Error: {exc}", None
-    except Exception as exc:  # a designer bug: reported in the cell, never a crashed benchmark
-        return f"{type(exc).__name__}: {exc}", None

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from controlkit.app.bench.backend import SimBackend, _context, _plant
+from controlkit.app.bench.backend import SimBackend, _plant
+from controlkit.app.bench.designed import engine_context
 from controlkit.app.bench.grid import BenchGrid, CellTask, PlantSetup
 from controlkit.app.bench.protocol import GOAL_LOADS, TUNE_SEEDS, Protocol, cap_grid, vllm_default_limits
 from controlkit.app.bench.results import CellResult
@@ -68,7 +69,7 @@ def _burst_capacity(plant_name: str, workload: str, tpot_s: float, ceiling: int,
     )
     best = 0.0
     for cap in (c for c in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if c <= ceiling):
-        res = simulate(plant, burst, build_policy(f"static:max_num_seqs={cap}", _context(plant, ceiling)),
+        res = simulate(plant, burst, build_policy(f"static:max_num_seqs={cap}", engine_context(plant, ceiling)),
                        slo=SLO(ttft_s=1e9, tpot_s=tpot_s), max_num_seqs=ceiling)
         ok = float(np.mean(res.requests.tpot_s[res.requests.finished] <= tpot_s))
         if ok >= 0.9 or cap == 1:
