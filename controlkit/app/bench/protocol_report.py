@@ -22,7 +22,7 @@ from identification.errors import ControlkitError
 
 __all__ = ["PROTOCOL_SCHEMA", "load_protocol_json", "protocol_text", "render_protocol", "save_protocol_json"]
 
-PROTOCOL_SCHEMA = "controlkit.app.bench-protocol/1"
+PROTOCOL_SCHEMA = "controlkit.bench-protocol/1"
 #: The goal of issue 12: controllers >= this x the best guarded static cap chosen once per plant.
 GOAL_RATIO = 1.10
 

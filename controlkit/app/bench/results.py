@@ -29,7 +29,7 @@ from identification.errors import ControlkitError
 
 __all__ = ["RESULTS_SCHEMA", "BenchResults", "CellResult"]
 
-RESULTS_SCHEMA = "controlkit.app.bench/1"
+RESULTS_SCHEMA = "controlkit.bench/1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +130,7 @@ class BenchResults:
         return [c for c in self.cells if not c.ok]
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable document (schema ``controlkit.app.bench/1``)."""
+        """Return a JSON-serialisable document (schema ``controlkit.bench/1``)."""
         grid = asdict(self.grid)
         return {
             "schema": RESULTS_SCHEMA,
