@@ -137,6 +137,32 @@ def _priority(priority: str) -> str:
     return priority
 
 
+def _tune_certified(
+    p: DesignPlant, method: str, sp: MarginSpec, f: FilterSpec, rate_limit: int
+) -> tuple[ControllerSpec, Certificate]:
+    """Tune, then scale the gains down (x0.7, at most 10 times) until the contraction claim holds.
+
+    An EMA filter that cannot be certified is doubled (up to ``alpha = 0.5``): the smoothest
+    certifiable one is kept.
+    """
+    while True:
+        ctrl = (
+            robust_tune(p, filter=f, spec=sp, rate_limit=rate_limit)
+            if method == "robust"
+            else simc_tune(p, filter=f, rate_limit=rate_limit)
+        )
+        cert = certify_pid(p, ctrl, spec=sp)
+        for _ in range(10):
+            if cert.claim("global_contraction").holds:
+                break
+            ctrl = ctrl.scaled(0.7)
+            cert = certify_pid(p, ctrl, spec=sp)
+        cert = without_unknown_claims(p, cert)
+        if cert.holds or f.kind != "ema" or f.alpha >= 0.5:
+            return ctrl, cert
+        f = FilterSpec("ema", alpha=min(2.0 * f.alpha, 0.5))
+
+
 def design_pid(
     plant: DesignPlant,
     tpot_slo_s: float,
@@ -169,25 +195,7 @@ def design_pid(
     setpoint = target_fraction * tpot_slo_s
     cap_hi = max(plant.b_min + 1, min(plant.b_max, plant.memory_max_batch))
     p = plant.replace(sample_period_s=setpoint, b_max=cap_hi)
-    sp = spec or MarginSpec()
-    f = filter or FilterSpec()
-    while True:
-        ctrl = (
-            robust_tune(p, filter=f, spec=sp, rate_limit=rate_limit)
-            if method == "robust"
-            else simc_tune(p, filter=f, rate_limit=rate_limit)
-        )
-        cert = certify_pid(p, ctrl, spec=sp)
-        for _ in range(10):
-            if cert.claim("global_contraction").holds:
-                break
-            ctrl = ctrl.scaled(0.7)
-            cert = certify_pid(p, ctrl, spec=sp)
-        cert = without_unknown_claims(p, cert)
-        # the smoothest certifiable EMA: a slower filter that cannot be certified is doubled
-        if cert.holds or f.kind != "ema" or f.alpha >= 0.5:
-            break
-        f = FilterSpec("ema", alpha=min(2.0 * f.alpha, 0.5))
+    ctrl, cert = _tune_certified(p, method, spec or MarginSpec(), filter or FilterSpec(), rate_limit)
     # controlkit.policy/2: the setpoint is target_fraction x slos.tpot_s, the rate limit
     # limits.rate_limit, the period sample_period_s and the budget limits.max_batched_tokens (stored once)
     gains = {k: v for k, v in ctrl.to_dict().items() if k not in ("rate_limit", "sample_period_s")}
@@ -216,6 +224,33 @@ def design_pid(
     )
 
 
+def _ttft_load_claim(plant: DesignPlant, op: OperatingPoint, ttft_slo_s: float) -> Claim:
+    """Return the range of arrival rates over which the operating point meets the TTFT SLO.
+
+    TTFT is a property of the load as much as of the operating point: the claim certifies that
+    range (an assumption on the load, like the slope interval) and says where the identified
+    load lies.  A load beyond it is overload, which the runtime reports with the "infeasible" flag.
+    """
+    lam_max = ttft_max_rate_per_s(plant, op, ttft_slo_s)
+    lam = plant.arrival_rate_per_s
+    where = (
+        "no arrival rate identified"
+        if not lam > 0
+        else f"identified load {lam:.3g} req/s is "
+        + ("within it" if lam <= lam_max else "BEYOND it: overload, flagged 'infeasible' at run time")
+    )
+    return Claim(
+        "ttft_load_range",
+        lam_max > 0,
+        lam_max,
+        0.0,
+        lam_max,
+        "req/s",
+        f"TTFT <= {ttft_slo_s:g} s predicted for arrival rates up to {lam_max:.3g} req/s "
+        f"(queueing at batch {op.batch}); {where}",
+    )
+
+
 def design_optimal(
     plant: DesignPlant,
     tpot_slo_s: float,
@@ -241,30 +276,7 @@ def design_optimal(
     op = operating_point(plant, tpot_slo_s, ttft_slo_s)
     extra: tuple[Claim, ...] = ()
     if ttft_slo_s is not None and plant.output_tokens_mean > 0:
-        # TTFT is a property of the load as much as of the operating point: the claim certifies the
-        # range of arrival rates over which the operating point meets the TTFT SLO (an assumption
-        # on the load, like the slope interval), and says where the identified load lies.  A load
-        # beyond it is overload, which the runtime reports with the "infeasible" flag.
-        lam_max = ttft_max_rate_per_s(plant, op, ttft_slo_s)
-        lam = plant.arrival_rate_per_s
-        where = (
-            "no arrival rate identified"
-            if not lam > 0
-            else f"identified load {lam:.3g} req/s is "
-            + ("within it" if lam <= lam_max else "BEYOND it: overload, flagged 'infeasible' at run time")
-        )
-        extra = (
-            Claim(
-                "ttft_load_range",
-                lam_max > 0,
-                lam_max,
-                0.0,
-                lam_max,
-                "req/s",
-                f"TTFT <= {ttft_slo_s:g} s predicted for arrival rates up to {lam_max:.3g} req/s "
-                f"(queueing at batch {op.batch}); {where}",
-            ),
-        )
+        extra = (_ttft_load_claim(plant, op, ttft_slo_s),)
     k_eff = plant.k_max + prefill_load_s_per_seq(plant)
     target_s = target_fraction * tpot_slo_s
     params: dict[str, Any] = {
