@@ -127,6 +127,32 @@ def command(
             progress=not no_progress,
         )
         return
+    _legacy(quick=quick, plants=plants, workloads=workloads, loads=loads, policies=policies,
+            static_caps=static_caps, jobs=jobs, ray_address=ray_address, num_requests=num_requests,
+            horizon_s=horizon_s, seed=seed, output=output, json_path=json_path, from_json=from_json,
+            plots=not no_plots, progress=not no_progress)
+
+
+def _legacy(
+    *,
+    quick: bool,
+    plants: tuple[str, ...],
+    workloads: tuple[str, ...],
+    loads: tuple[str, ...],
+    policies: tuple[str, ...],
+    static_caps: tuple[str, ...],
+    jobs: int | None,
+    ray_address: str | None,
+    num_requests: int | None,
+    horizon_s: float | None,
+    seed: int | None,
+    output: str,
+    json_path: str | None,
+    from_json: str | None,
+    plots: bool,
+    progress: bool,
+) -> None:
+    """Run (or re-render) the pre-protocol grid of ``--legacy-grid`` and print its summary."""
     if from_json:
         results = BenchResults.load_json(from_json)
     else:
@@ -151,12 +177,16 @@ def command(
             grid,
             jobs=n_jobs,
             ray_address=ray_address,
-            progress=not no_progress,
+            progress=progress,
             command=_command_line(),
         )
         if json_path:
             results.save_json(json_path)
-    report = write_report(results, output, plots=not no_plots)
+    _echo_summary(results, write_report(results, output, plots=plots))
+
+
+def _echo_summary(results: BenchResults, report: object) -> None:
+    """Print one line per policy; refuse a run where every cell failed."""
     for s in summarize(results):
         click.echo(
             f"{s.policy:>16}: goodput x{s.goodput_vs_static:.2f} vs static default, "
