@@ -105,7 +105,13 @@ def _setup_section(results: BenchResults) -> list[str]:
         ],
         rows,
     )
-    lines += ["### How the controllers and BCA were obtained", ""]
+    return [*lines, *_provenance(results), ""]
+
+
+def _provenance(results: BenchResults) -> list[str]:
+    """List, per plant, how its controllers were identified and designed and how BCA was swept."""
+    g = results.grid
+    lines = ["### How the controllers and BCA were obtained", ""]
     for plant in g.plants:
         s = results.setups[plant]
         if "prepare_error" in s.notes:
@@ -138,7 +144,7 @@ def _setup_section(results: BenchResults) -> list[str]:
             )
         for label, err in s.errors.items():
             lines.append(f"  - `{label}` not prepared: {err}")
-    return [*lines, ""]
+    return lines
 
 
 def _headline(results: BenchResults) -> list[str]:
